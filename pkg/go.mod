@@ -1,0 +1,7 @@
+module github.com/nlocalmodels/orchestrator/pkg
+
+go 1.26.8
+
+require github.com/nlocalmodels/orchestrator/schemas v0.0.0
+
+replace github.com/nlocalmodels/orchestrator/schemas => ../schemas

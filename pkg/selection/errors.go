@@ -1,0 +1,16 @@
+package selection
+
+import "errors"
+
+// Sentinel errors of the engine. Returned errors wrap one of these and say
+// what was wrong; test with errors.Is.
+var (
+	// ErrInvalidConfig: a selection config field is out of range.
+	ErrInvalidConfig = errors.New("invalid selection config")
+	// ErrInvalidRequest: the request is malformed (empty category, bad mode, negative limit...).
+	ErrInvalidRequest = errors.New("invalid selection request")
+	// ErrUnknownCategory: no category of that name is registered.
+	ErrUnknownCategory = errors.New("unknown task category")
+	// ErrNoCandidate: every candidate was filtered out; the error counts why.
+	ErrNoCandidate = errors.New("no candidate satisfies the constraints")
+)

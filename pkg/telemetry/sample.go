@@ -1,0 +1,36 @@
+// Package telemetry holds the GPU sample published by the telemetry agents and
+// the latest-sample cache the selector reads.
+package telemetry
+
+import "time"
+
+// Sample is one reading of one GPU, published to orch.telemetry.gpu.<host>.<index>.
+// Field names follow nvidia-smi / dcgm-exporter.
+type Sample struct {
+	Host      string    `json:"host"`
+	Index     int       `json:"index"`
+	UUID      string    `json:"uuid"`
+	Name      string    `json:"name"`
+	Timestamp time.Time `json:"timestamp"`
+	// Source is "nvml" or "simulated".
+	Source        string `json:"source"`
+	MemoryTotalMB int64  `json:"memory_total_mb"`
+	MemoryUsedMB  int64  `json:"memory_used_mb"`
+	MemoryFreeMB  int64  `json:"memory_free_mb"`
+	// UtilizationGPUPct and UtilizationMemoryPct are 0..100.
+	UtilizationGPUPct    float64 `json:"utilization_gpu_pct"`
+	UtilizationMemoryPct float64 `json:"utilization_memory_pct"`
+	TemperatureC         float64 `json:"temperature_c"`
+	PowerW               float64 `json:"power_w"`
+	PowerLimitW          float64 `json:"power_limit_w"`
+	Healthy              bool    `json:"healthy"`
+	// HealthReason says why the GPU is unhealthy (e.g. "Xid 79: GPU has fallen off the bus").
+	HealthReason string `json:"health_reason,omitempty"`
+	// LastXid is the most recent critical Xid error seen on the GPU, 0 for none.
+	LastXid uint64 `json:"last_xid,omitempty"`
+	// FailedReads names the reads that failed for this sample (e.g. "power").
+	FailedReads []string `json:"failed_reads,omitempty"`
+}
+
+// Key identifies the GPU across samples: "<host>/<index>".
+func (s *Sample) Key() string { return Key(s.Host, s.Index) }

@@ -1,0 +1,3 @@
+module github.com/nlocalmodels/orchestrator/schemas
+
+go 1.26.8

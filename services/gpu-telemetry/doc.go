@@ -1,0 +1,2 @@
+// Package gputelemetry is the gpu-telemetry service of the model orchestrator.
+package gputelemetry

@@ -1,0 +1,2 @@
+// Package metricssink is the metrics-sink service of the model orchestrator.
+package metricssink

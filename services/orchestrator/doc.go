@@ -1,0 +1,2 @@
+// Package orchestrator is the orchestrator service of the model orchestrator.
+package orchestrator

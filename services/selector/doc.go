@@ -1,0 +1,2 @@
+// Package selector is the selector service of the model orchestrator.
+package selector
