@@ -14,3 +14,7 @@ var (
 	// ErrNoCandidate: every candidate was filtered out; the error counts why.
 	ErrNoCandidate = errors.New("no candidate satisfies the constraints")
 )
+
+// ErrFleetMismatch: the fleet was compiled by an engine with other placement
+// settings; compile it again with this engine's NewFleet.
+var ErrFleetMismatch = errors.New("fleet was compiled for another selection config")
