@@ -14,6 +14,9 @@ const (
 	TelemetryWildcard = "orch.telemetry.gpu.>"
 	// TelemetryStream keeps recent samples so a starting selector warms at once.
 	TelemetryStream = "ORCH_TELEMETRY"
+	// TelemetryStreamSubjects is what TelemetryStream captures: GPU samples and
+	// any later telemetry kind under the same root.
+	TelemetryStreamSubjects = "orch.telemetry.>"
 
 	// SelectSubject is the selector's request/reply endpoint.
 	SelectSubject = "orch.select"
@@ -34,6 +37,10 @@ const (
 	ModelsBucket     = "orch_models"
 	CategoriesBucket = "orch_categories"
 	ConfigBucket     = "orch_config"
+	// ReservationsBucket holds the GPU memory reservations selector replicas
+	// share; entries expire on their own (bucket TTL) so a dead replica's
+	// reservations do not outlive it.
+	ReservationsBucket = "orch_reservations"
 	// SelectionConfigKey is the config bucket key of the selection config.
 	SelectionConfigKey = "selection"
 )

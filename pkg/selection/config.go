@@ -70,10 +70,10 @@ func DefaultConfig() Config {
 }
 
 // StaleAfter is StaleAfterMs as a duration.
-func (c *Config) StaleAfter() time.Duration { return time.Duration(c.StaleAfterMs) * time.Millisecond }
+func (c Config) StaleAfter() time.Duration { return time.Duration(c.StaleAfterMs) * time.Millisecond }
 
 // ReservationTTL is ReservationTTLMs as a duration.
-func (c *Config) ReservationTTL() time.Duration {
+func (c Config) ReservationTTL() time.Duration {
 	return time.Duration(c.ReservationTTLMs) * time.Millisecond
 }
 

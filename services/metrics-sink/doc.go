@@ -1,2 +1,17 @@
-// Package metricssink is the metrics-sink service of the model orchestrator.
+// Package metricssink is the metrics-sink service of the model orchestrator:
+// it keeps every selection decision in SQL for analysts.
+//
+// A durable pull consumer (bus.SinkConsumer on bus.SelectionStream, explicit
+// ack) is read in batches cut by size (SINK_BATCH_SIZE) and time
+// (SINK_BATCH_WAIT). Each batch is written in one transaction to the table
+// selection_metrics, whose first eight columns are the seed's SelectionMetrics
+// fields; rows are keyed by event_id and inserted with ON CONFLICT DO NOTHING,
+// so a redelivered event never makes a second row. Messages are acked only
+// after the commit; a failed commit naks them with a delay and is retried. A
+// message that is no storable event is terminated and counted, never retried.
+//
+// Stores: SQLite (a file in WAL mode, pure Go, the default) and PostgreSQL
+// (pgx) for a postgres:// URL; see OpenStore. The seed's three analysis
+// queries are built-in reports (Reports, Store.Report); SQLite runs their text
+// as written.
 package metricssink

@@ -1,0 +1,106 @@
+package bus
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Retention and history defaults of the provisioned streams and buckets.
+const (
+	// TelemetryHistory is how many samples per GPU subject the telemetry stream keeps.
+	TelemetryHistory = 16
+	// TelemetryMaxAge drops samples nobody would call fresh any more.
+	TelemetryMaxAge = 10 * time.Minute
+	// SelectionDedupWindow is how long a Nats-Msg-Id (event id) is remembered,
+	// long enough to cover a publisher's retries.
+	SelectionDedupWindow = 2 * time.Minute
+	// DefaultSelectionMaxAge keeps decision events for 30 days.
+	DefaultSelectionMaxAge = 30 * 24 * time.Hour
+	// RegistryHistory is the number of revisions kept per registry key.
+	RegistryHistory = 16
+	// ReservationTTL expires a GPU memory reservation nobody renewed.
+	ReservationTTL = 60 * time.Second
+)
+
+// maxReplicas is JetStream's limit on stream replicas.
+const maxReplicas = 5
+
+type provisionOptions struct {
+	replicas        int
+	selectionMaxAge time.Duration
+}
+
+// ProvisionOption tunes Provision.
+type ProvisionOption func(*provisionOptions)
+
+// WithReplicas sets the replica count of every stream and bucket (3 in a
+// cluster; default 1). n must be 1..5.
+func WithReplicas(n int) ProvisionOption {
+	return func(o *provisionOptions) { o.replicas = n }
+}
+
+// WithSelectionMaxAge sets how long decision events are kept (default 30 days).
+func WithSelectionMaxAge(d time.Duration) ProvisionOption {
+	return func(o *provisionOptions) { o.selectionMaxAge = d }
+}
+
+// Provision creates or updates the orchestrator's streams (TelemetryStream,
+// SelectionStream) and KV buckets (ModelsBucket, CategoriesBucket,
+// ConfigBucket, ReservationsBucket). Running it again is harmless: existing
+// data is kept and settings are brought to the ones given.
+func Provision(ctx context.Context, js jetstream.JetStream, opts ...ProvisionOption) error {
+	o := provisionOptions{replicas: 1, selectionMaxAge: DefaultSelectionMaxAge}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.replicas < 1 || o.replicas > maxReplicas {
+		return fmt.Errorf("%w: replicas %d, want 1..%d", ErrProvision, o.replicas, maxReplicas)
+	}
+	if o.selectionMaxAge <= 0 {
+		return fmt.Errorf("%w: selection max age %s, want > 0", ErrProvision, o.selectionMaxAge)
+	}
+
+	streams := []jetstream.StreamConfig{
+		{
+			Name:              TelemetryStream,
+			Description:       "recent GPU samples; a starting selector reads the last per subject",
+			Subjects:          []string{TelemetryStreamSubjects},
+			MaxMsgsPerSubject: TelemetryHistory,
+			MaxAge:            TelemetryMaxAge,
+			Storage:           jetstream.FileStorage,
+			Replicas:          o.replicas,
+		},
+		{
+			Name:        SelectionStream,
+			Description: "selection decision events",
+			Subjects:    []string{SelectionEventWildcard},
+			Duplicates:  SelectionDedupWindow,
+			MaxAge:      o.selectionMaxAge,
+			Storage:     jetstream.FileStorage,
+			Replicas:    o.replicas,
+		},
+	}
+	for _, cfg := range streams {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("%w: stream %s: %w", ErrProvision, cfg.Name, err)
+		}
+	}
+
+	buckets := []jetstream.KeyValueConfig{
+		{Bucket: ModelsBucket, Description: "model registry", History: RegistryHistory},
+		{Bucket: CategoriesBucket, Description: "task categories and benchmark weights", History: RegistryHistory},
+		{Bucket: ConfigBucket, Description: "live selection config", History: RegistryHistory},
+		{Bucket: ReservationsBucket, Description: "GPU memory reservations shared by selectors", History: 1, TTL: ReservationTTL},
+	}
+	for _, cfg := range buckets {
+		cfg.Storage = jetstream.FileStorage
+		cfg.Replicas = o.replicas
+		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
+			return fmt.Errorf("%w: bucket %s: %w", ErrProvision, cfg.Bucket, err)
+		}
+	}
+	return nil
+}

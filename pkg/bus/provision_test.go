@@ -1,0 +1,217 @@
+package bus_test
+
+import (
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nlocalmodels/orchestrator/pkg/bus"
+)
+
+func streamNames(t *testing.T, js jetstream.JetStream) []string {
+	t.Helper()
+	lister := js.StreamNames(testCtx(t))
+	var names []string
+	for n := range lister.Name() {
+		names = append(names, n)
+	}
+	if err := lister.Err(); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(names)
+	return names
+}
+
+func TestProvisionCreatesExactlyTheContract(t *testing.T) {
+	js := jetStream(t, startServer(t))
+	ctx := testCtx(t)
+	if err := bus.Provision(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+
+	want := []string{
+		"KV_" + bus.CategoriesBucket, "KV_" + bus.ConfigBucket, "KV_" + bus.ModelsBucket,
+		"KV_" + bus.ReservationsBucket, bus.SelectionStream, bus.TelemetryStream,
+	}
+	slices.Sort(want)
+	if got := streamNames(t, js); !slices.Equal(got, want) {
+		t.Fatalf("streams = %v, want %v", got, want)
+	}
+
+	streams := []struct {
+		name        string
+		subjects    []string
+		perSubject  int64
+		maxAge      time.Duration
+		duplicates  time.Duration
+		checkDupWin bool
+	}{
+		{bus.TelemetryStream, []string{"orch.telemetry.>"}, 16, 10 * time.Minute, 0, false},
+		{bus.SelectionStream, []string{bus.SelectionEventWildcard}, -1, 30 * 24 * time.Hour, 2 * time.Minute, true},
+	}
+	for _, tc := range streams {
+		t.Run("stream "+tc.name, func(t *testing.T) {
+			st, err := js.Stream(ctx, tc.name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := st.CachedInfo().Config
+			if !slices.Equal(cfg.Subjects, tc.subjects) {
+				t.Errorf("subjects = %v, want %v", cfg.Subjects, tc.subjects)
+			}
+			if cfg.MaxMsgsPerSubject != tc.perSubject {
+				t.Errorf("MaxMsgsPerSubject = %d, want %d", cfg.MaxMsgsPerSubject, tc.perSubject)
+			}
+			if cfg.MaxAge != tc.maxAge {
+				t.Errorf("MaxAge = %s, want %s", cfg.MaxAge, tc.maxAge)
+			}
+			if tc.checkDupWin && cfg.Duplicates != tc.duplicates {
+				t.Errorf("Duplicates = %s, want %s", cfg.Duplicates, tc.duplicates)
+			}
+			if cfg.Storage != jetstream.FileStorage {
+				t.Errorf("storage = %s, want file", cfg.Storage)
+			}
+			if cfg.Replicas != 1 {
+				t.Errorf("replicas = %d, want 1", cfg.Replicas)
+			}
+		})
+	}
+
+	buckets := []struct {
+		name    string
+		history int64
+		ttl     time.Duration
+	}{
+		{bus.ModelsBucket, 16, 0},
+		{bus.CategoriesBucket, 16, 0},
+		{bus.ConfigBucket, 16, 0},
+		{bus.ReservationsBucket, 1, 60 * time.Second},
+	}
+	for _, tc := range buckets {
+		t.Run("bucket "+tc.name, func(t *testing.T) {
+			kv, err := js.KeyValue(ctx, tc.name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := kv.Status(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.History() != tc.history {
+				t.Errorf("history = %d, want %d", st.History(), tc.history)
+			}
+			if st.TTL() != tc.ttl {
+				t.Errorf("TTL = %s, want %s", st.TTL(), tc.ttl)
+			}
+		})
+	}
+}
+
+func TestProvisionIsIdempotent(t *testing.T) {
+	js := jetStream(t, startServer(t))
+	ctx := testCtx(t)
+	if err := bus.Provision(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	before := streamNames(t, js)
+
+	// Data written between runs must survive a second Provision.
+	kv, err := js.KeyValue(ctx, bus.ModelsBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.PutString(ctx, "llama-3-8b", `{"id":"llama-3-8b"}`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, bus.SelectionEventSubject("code"), []byte(`{}`), jetstream.WithMsgID("ev-1")); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := bus.Provision(ctx, js); err != nil {
+		t.Fatalf("second provision: %v", err)
+	}
+	if after := streamNames(t, js); !slices.Equal(after, before) {
+		t.Fatalf("streams changed: %v -> %v", before, after)
+	}
+	e, err := kv.Get(ctx, "llama-3-8b")
+	if err != nil {
+		t.Fatalf("model lost by second provision: %v", err)
+	}
+	if string(e.Value()) != `{"id":"llama-3-8b"}` {
+		t.Fatalf("model value = %s", e.Value())
+	}
+	st, err := js.Stream(ctx, bus.SelectionStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 1 {
+		t.Fatalf("selection stream has %d messages after second provision, want 1", info.State.Msgs)
+	}
+	// The dedup window is in force: the same event id is not stored twice.
+	ack, err := js.Publish(ctx, bus.SelectionEventSubject("code"), []byte(`{}`), jetstream.WithMsgID("ev-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ack.Duplicate {
+		t.Fatal("republished event id was not detected as a duplicate")
+	}
+}
+
+func TestProvisionUpdatesSelectionMaxAge(t *testing.T) {
+	js := jetStream(t, startServer(t))
+	ctx := testCtx(t)
+	if err := bus.Provision(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.Provision(ctx, js, bus.WithSelectionMaxAge(7*24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, bus.SelectionStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.CachedInfo().Config.MaxAge; got != 7*24*time.Hour {
+		t.Fatalf("MaxAge = %s, want 168h", got)
+	}
+}
+
+func TestProvisionErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		opts []bus.ProvisionOption
+		// pre runs before Provision to set up a conflict.
+		pre func(t *testing.T, js jetstream.JetStream)
+	}{
+		{name: "zero replicas", opts: []bus.ProvisionOption{bus.WithReplicas(0)}},
+		{name: "too many replicas", opts: []bus.ProvisionOption{bus.WithReplicas(6)}},
+		{name: "R3 on a single server", opts: []bus.ProvisionOption{bus.WithReplicas(3)}},
+		{name: "zero selection max age", opts: []bus.ProvisionOption{bus.WithSelectionMaxAge(0)}},
+		{
+			name: "subjects taken by another stream",
+			pre: func(t *testing.T, js jetstream.JetStream) {
+				if _, err := js.CreateStream(testCtx(t), jetstream.StreamConfig{Name: "OTHER", Subjects: []string{"orch.events.>"}}); err != nil {
+					t.Fatal(err)
+				}
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			js := jetStream(t, startServer(t))
+			if tc.pre != nil {
+				tc.pre(t, js)
+			}
+			err := bus.Provision(testCtx(t), js, tc.opts...)
+			if !errors.Is(err, bus.ErrProvision) {
+				t.Fatalf("err = %v, want ErrProvision", err)
+			}
+		})
+	}
+}

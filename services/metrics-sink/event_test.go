@@ -1,0 +1,81 @@
+package metricssink
+
+import (
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestDecodeEvent(t *testing.T) {
+	good, err := json.Marshal(makeEvent(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name    string
+		data    string
+		wantErr error
+	}{
+		{"a real event", string(good), nil},
+		{"not JSON", "not json at all", ErrBadEvent},
+		{"JSON of the wrong shape", `[1,2,3]`, ErrBadEvent},
+		{"no event_id", `{"timestamp":"2025-01-01T00:00:00Z","task_category":"code","selected_model":"m"}`, ErrBadEvent},
+		{"no timestamp", `{"event_id":"e","task_category":"code","selected_model":"m"}`, ErrBadEvent},
+		{"no task_category", `{"event_id":"e","timestamp":"2025-01-01T00:00:00Z","selected_model":"m"}`, ErrBadEvent},
+		{"no selected_model", `{"event_id":"e","timestamp":"2025-01-01T00:00:00Z","task_category":"code"}`, ErrBadEvent},
+		{"minimal", `{"event_id":"e","timestamp":"2025-01-01T00:00:00Z","task_category":"code","selected_model":"m"}`, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ev, err := DecodeEvent([]byte(c.data))
+			if !errors.Is(err, c.wantErr) {
+				t.Fatalf("error = %v, want %v", err, c.wantErr)
+			}
+			if c.wantErr == nil && ev.EventID == "" {
+				t.Fatal("decoded event has no id")
+			}
+		})
+	}
+}
+
+func TestRateMeter(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	m := newRateMeter(10*time.Second, t0)
+	steps := []struct {
+		name string
+		add  map[time.Duration]uint64
+		at   time.Duration
+		want float64
+	}{
+		{"nothing yet", nil, 500 * time.Millisecond, 0},
+		{"100 rows in the first second", map[time.Duration]uint64{500 * time.Millisecond: 100}, time.Second, 100},
+		{"the same rows over 5 s", nil, 5 * time.Second, 20},
+		{"350 more", map[time.Duration]uint64{8 * time.Second: 350}, 9 * time.Second, 50},
+		{"the first slice left the window", nil, 10 * time.Second, 35},
+		{"everything left the window", nil, 30 * time.Second, 0},
+		{"a new burst after idling", map[time.Duration]uint64{40 * time.Second: 50}, 40*time.Second + 500*time.Millisecond, 5},
+	}
+	for _, s := range steps {
+		for d, n := range s.add {
+			m.add(at(d), n)
+		}
+		if got := m.rate(at(s.at)); got != s.want {
+			t.Fatalf("%s: rate = %v, want %v", s.name, got, s.want)
+		}
+	}
+}
+
+func TestReportsList(t *testing.T) {
+	want := []string{ReportModelsPerCategory, ReportMultiCategoryEffectiveness, ReportPerformanceByCategory}
+	got := Reports()
+	if len(got) != len(want) {
+		t.Fatalf("Reports() = %v", got)
+	}
+	for i, r := range got {
+		if r.Name != want[i] || r.Description == "" {
+			t.Errorf("report %d = %+v, want name %s and a description", i, r, want[i])
+		}
+	}
+}

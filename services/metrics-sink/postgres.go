@@ -1,0 +1,275 @@
+package metricssink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/nlocalmodels/orchestrator/pkg/events"
+	"github.com/nlocalmodels/orchestrator/pkg/selection"
+)
+
+// postgresMigrationLock is the advisory lock key that serialises migrations
+// when several sinks start at once against one database.
+const postgresMigrationLock = 0x6f7263685f736e6b // "orch_snk"
+
+var postgresMigrations = []migration{
+	{version: 1, stmts: []string{
+		`CREATE TABLE IF NOT EXISTS selection_metrics (
+	timestamp             TIMESTAMPTZ      NOT NULL,
+	task_category         TEXT             NOT NULL,
+	selected_model        TEXT             NOT NULL,
+	primary_category      BOOLEAN          NOT NULL,
+	confidence_score      DOUBLE PRECISION NOT NULL,
+	final_score           DOUBLE PRECISION NOT NULL,
+	gpu_id                BIGINT,
+	selection_duration_ms DOUBLE PRECISION NOT NULL,
+	event_id              TEXT             NOT NULL PRIMARY KEY,
+	request_id            TEXT,
+	host                  TEXT,
+	gpu_uuid              TEXT,
+	mode                  TEXT             NOT NULL,
+	requested_mode        TEXT             NOT NULL,
+	degraded              BOOLEAN          NOT NULL,
+	reason                TEXT             NOT NULL,
+	quality_score         DOUBLE PRECISION NOT NULL,
+	placement_score       DOUBLE PRECISION NOT NULL,
+	telemetry_age_ms      DOUBLE PRECISION NOT NULL,
+	selector              TEXT,
+	event_json            JSONB            NOT NULL
+)`,
+		`CREATE INDEX IF NOT EXISTS selection_metrics_timestamp_idx ON selection_metrics (timestamp)`,
+		`CREATE INDEX IF NOT EXISTS selection_metrics_category_model_idx ON selection_metrics (task_category, selected_model)`,
+	}},
+}
+
+// PostgresStore keeps selection_metrics in PostgreSQL through a pgx pool.
+// Several sinks may share one database (and the durable consumer).
+type PostgresStore struct {
+	where string
+	pool  *pgxpool.Pool
+}
+
+// OpenPostgres connects to the database at url (a postgres:// URL or a
+// key=value DSN) and migrates it.
+func OpenPostgres(ctx context.Context, url string) (*PostgresStore, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		// pgx's parse errors repeat the URL; say only that it was unreadable,
+		// so a password never reaches a log.
+		return nil, fmt.Errorf("%w: unreadable PostgreSQL URL", ErrDatabaseURL)
+	}
+	where := fmt.Sprintf("postgres %s@%s:%d/%s", cfg.ConnConfig.User, cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database)
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrOpenStore, where, err)
+	}
+	s := &PostgresStore{where: where, pool: pool}
+	if err := s.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *PostgresStore) migrate(ctx context.Context) error {
+	fail := func(err error) error { return fmt.Errorf("%w: %s: migrate: %w", ErrOpenStore, s.where, err) }
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(postgresMigrationLock)); err != nil {
+		return fail(err)
+	}
+	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_version (
+	version    INTEGER     NOT NULL PRIMARY KEY,
+	applied_at TIMESTAMPTZ NOT NULL
+)`); err != nil {
+		return fail(err)
+	}
+	var current int
+	if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_version`).Scan(&current); err != nil {
+		return fail(err)
+	}
+	if latest := postgresMigrations[len(postgresMigrations)-1].version; current > latest {
+		return fail(fmt.Errorf("schema version %d is newer than this sink's %d", current, latest))
+	}
+	for _, m := range postgresMigrations {
+		if m.version <= current {
+			continue
+		}
+		for _, stmt := range m.stmts {
+			if _, err := tx.Exec(ctx, stmt); err != nil {
+				return fail(fmt.Errorf("version %d: %w", m.version, err))
+			}
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)`,
+			m.version, time.Now()); err != nil {
+			return fail(err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fail(err)
+	}
+	return nil
+}
+
+// Insert writes evs in one transaction, pipelined in one round trip; already
+// stored event ids are skipped. A value PostgreSQL refuses (a data exception,
+// such as a NUL byte in a string) returns a *RowError naming the event.
+func (s *PostgresStore) Insert(ctx context.Context, evs []events.SelectionEvent) (int, error) {
+	if len(evs) == 0 {
+		return 0, nil
+	}
+	fail := func(err error) (int, error) { return 0, fmt.Errorf("%w: %s: %w", ErrInsert, s.where, err) }
+	b := &pgx.Batch{}
+	q := insertSQL(true)
+	for i := range evs {
+		args, err := insertArgs(&evs[i], evs[i].Timestamp)
+		if err != nil {
+			return 0, err
+		}
+		b.Queue(q, args...)
+	}
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	br := tx.SendBatch(ctx, b)
+	inserted := 0
+	for i := range evs {
+		tag, err := br.Exec()
+		if err != nil {
+			_ = br.Close()
+			if postgresRowFault(err) {
+				return 0, &RowError{Index: i, EventID: evs[i].EventID, Err: err}
+			}
+			return fail(fmt.Errorf("event %s: %w", evs[i].EventID, err))
+		}
+		inserted += int(tag.RowsAffected())
+	}
+	if err := br.Close(); err != nil {
+		return fail(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fail(err)
+	}
+	return inserted, nil
+}
+
+// postgresRowFault tells errors caused by the row's values (SQLSTATE class 22
+// data exception, 23 integrity, 54 program limit) from those of the server.
+func postgresRowFault(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return false
+	}
+	return strings.HasPrefix(pe.Code, "22") || strings.HasPrefix(pe.Code, "23") || strings.HasPrefix(pe.Code, "54")
+}
+
+// Count returns the number of rows.
+func (s *PostgresStore) Count(ctx context.Context) (int64, error) {
+	var n int64
+	if err := s.pool.QueryRow(ctx, `SELECT COUNT(*) FROM selection_metrics`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("%w: %s: count: %w", ErrQuery, s.where, err)
+	}
+	return n, nil
+}
+
+// Recent returns up to limit rows, newest first.
+func (s *PostgresStore) Recent(ctx context.Context, limit int) ([]Row, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("%w: got %d", ErrBadLimit, limit)
+	}
+	fail := func(err error) ([]Row, error) { return nil, fmt.Errorf("%w: %s: recent: %w", ErrQuery, s.where, err) }
+	rows, err := s.pool.Query(ctx, recentSQL(true), limit)
+	if err != nil {
+		return fail(err)
+	}
+	defer rows.Close()
+	var out []Row
+	for rows.Next() {
+		var (
+			r                                   Row
+			mode, reqMode                       string
+			gpuID                               *int64
+			requestID, host, gpuUUID, selectorN *string
+		)
+		if err := rows.Scan(&r.Timestamp, &r.TaskCategory, &r.SelectedModel, &r.PrimaryCategory,
+			&r.ConfidenceScore, &r.FinalScore, &gpuID, &r.SelectionDurationMs,
+			&r.EventID, &requestID, &host, &gpuUUID, &mode, &reqMode,
+			&r.Degraded, &r.Reason, &r.QualityScore, &r.PlacementScore,
+			&r.TelemetryAgeMs, &selectorN, &r.Event); err != nil {
+			return fail(err)
+		}
+		r.Timestamp = r.Timestamp.UTC()
+		if gpuID != nil {
+			id := int(*gpuID)
+			r.GPUID = &id
+		}
+		r.RequestID, r.Host, r.GPUUUID, r.Selector = deref(requestID), deref(host), deref(gpuUUID), deref(selectorN)
+		r.Mode, r.RequestedMode = selection.Mode(mode), selection.Mode(reqMode)
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return fail(err)
+	}
+	return out, nil
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// Report runs a built-in report (the seed's queries, with the one
+// PostgreSQL-specific spelling noted at postgresMultiCategoryEffectivenessSQL).
+func (s *PostgresStore) Report(ctx context.Context, name string) (*ReportResult, error) {
+	def, err := lookupReport(name)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*ReportResult, error) {
+		return nil, fmt.Errorf("%w: %s: report %s: %w", ErrQuery, s.where, name, err)
+	}
+	rows, err := s.pool.Query(ctx, def.postgres)
+	if err != nil {
+		return fail(err)
+	}
+	defer rows.Close()
+	fields := rows.FieldDescriptions()
+	res := &ReportResult{Name: name, Columns: make([]string, len(fields)), Rows: [][]any{}}
+	for i, f := range fields {
+		res.Columns[i] = f.Name
+	}
+	for rows.Next() {
+		vals, err := rows.Values()
+		if err != nil {
+			return fail(err)
+		}
+		res.Rows = append(res.Rows, vals)
+	}
+	if err := rows.Err(); err != nil {
+		return fail(err)
+	}
+	return res, nil
+}
+
+// Pool returns the connection pool, for analysis SQL of one's own.
+func (s *PostgresStore) Pool() *pgxpool.Pool { return s.pool }
+
+// Close closes the pool.
+func (s *PostgresStore) Close() error {
+	s.pool.Close()
+	return nil
+}

@@ -1,0 +1,343 @@
+package metricssink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"github.com/rs/zerolog/log"
+
+	"github.com/nlocalmodels/orchestrator/pkg/bus"
+	"github.com/nlocalmodels/orchestrator/pkg/events"
+)
+
+// Defaults of Config; a zero field in a Config given to New takes these.
+const (
+	DefaultBatchSize   = 256
+	DefaultBatchWait   = 200 * time.Millisecond
+	DefaultAckWait     = 30 * time.Second
+	DefaultRetryMax    = 10 * time.Second
+	DefaultLagInterval = 5 * time.Second
+	DefaultRateWindow  = 10 * time.Second
+	// MaxBatchSize bounds one transaction and one pull request.
+	MaxBatchSize = 10000
+	// ackPendingBatches: the consumer lets this many batches be in flight,
+	// so a second sink sharing it (PostgreSQL) is never starved.
+	ackPendingBatches = 4
+	// retryMin is the first wait after a failed fetch or commit; it doubles
+	// up to RetryMax.
+	retryMin = 250 * time.Millisecond
+)
+
+// Config configures the metrics-sink (envconfig prefix SINK_; the embedded
+// NATS settings read NATS_URL etc., SINK_NATS_URL first).
+type Config struct {
+	// DatabaseURL: a SQLite file ("sqlite:PATH" or a plain path) or a
+	// postgres:// URL. Read by OpenStore; New takes the opened store.
+	DatabaseURL string `envconfig:"DATABASE_URL" default:"data/selections.db"`
+	// BatchSize is the most events written in one transaction.
+	BatchSize int `envconfig:"BATCH_SIZE" default:"256"`
+	// BatchWait is the longest a pull waits to fill a batch.
+	BatchWait time.Duration `envconfig:"BATCH_WAIT" default:"200ms"`
+	// AckWait is how long JetStream waits for an ack before redelivering.
+	AckWait time.Duration `envconfig:"ACK_WAIT" default:"30s"`
+	// RetryMax caps the wait between retries after a failed fetch or commit.
+	RetryMax time.Duration `envconfig:"RETRY_MAX" default:"10s"`
+	// LagInterval is how often the consumer's lag is read from the server.
+	LagInterval time.Duration `envconfig:"LAG_INTERVAL" default:"5s"`
+	// RateWindow is the window of Stats.IngestRate.
+	RateWindow time.Duration `envconfig:"RATE_WINDOW" default:"10s"`
+	// Provision runs bus.Provision at start so a fresh NATS works; turn it
+	// off for accounts that may not create streams (see `orchestrator provision`).
+	Provision bool `envconfig:"PROVISION" default:"true"`
+	// DrainTimeout bounds draining the NATS connection at shutdown.
+	DrainTimeout time.Duration `envconfig:"DRAIN_TIMEOUT" default:"10s"`
+	// StatsInterval is how often the binary logs Stats; 0 turns it off.
+	StatsInterval time.Duration `envconfig:"STATS_INTERVAL" default:"1m"`
+	// LogLevel is a zerolog level name.
+	LogLevel string `envconfig:"LOG_LEVEL" default:"info"`
+
+	bus.ConnConfig
+}
+
+// Option tunes a Service.
+type Option func(*Service)
+
+// WithLogger sets the service's logger (default: zerolog's global logger).
+func WithLogger(l zerolog.Logger) Option {
+	return func(s *Service) { s.log = l }
+}
+
+// Service moves selection events from the durable consumer bus.SinkConsumer
+// on bus.SelectionStream into a Store.
+type Service struct {
+	cfg   Config
+	js    jetstream.JetStream
+	store Store
+	log   zerolog.Logger
+	stats statsBox
+}
+
+// WithDefaults returns cfg with every zero setting set to its default, and
+// an error wrapping ErrConfig for each setting that cannot work.
+func (cfg Config) WithDefaults() (Config, error) {
+	var errs []error
+	def := func(field string, v *time.Duration, d time.Duration) {
+		switch {
+		case *v == 0:
+			*v = d
+		case *v < 0:
+			errs = append(errs, fmt.Errorf("%w: %s %s is negative", ErrConfig, field, *v))
+		}
+	}
+	def("SINK_BATCH_WAIT", &cfg.BatchWait, DefaultBatchWait)
+	def("SINK_ACK_WAIT", &cfg.AckWait, DefaultAckWait)
+	def("SINK_RETRY_MAX", &cfg.RetryMax, DefaultRetryMax)
+	def("SINK_LAG_INTERVAL", &cfg.LagInterval, DefaultLagInterval)
+	def("SINK_RATE_WINDOW", &cfg.RateWindow, DefaultRateWindow)
+	switch {
+	case cfg.BatchSize == 0:
+		cfg.BatchSize = DefaultBatchSize
+	case cfg.BatchSize < 0 || cfg.BatchSize > MaxBatchSize:
+		errs = append(errs, fmt.Errorf("%w: SINK_BATCH_SIZE %d is outside 1..%d", ErrConfig, cfg.BatchSize, MaxBatchSize))
+	}
+	if cfg.AckWait <= cfg.BatchWait {
+		errs = append(errs, fmt.Errorf("%w: SINK_ACK_WAIT %s must exceed SINK_BATCH_WAIT %s", ErrConfig, cfg.AckWait, cfg.BatchWait))
+	}
+	return cfg, errors.Join(errs...)
+}
+
+// New checks cfg (zero fields take the defaults above) and returns a service
+// that writes to store; it does not close store.
+func New(cfg Config, js jetstream.JetStream, store Store, opts ...Option) (*Service, error) {
+	if js == nil {
+		return nil, fmt.Errorf("%w: no JetStream", ErrConfig)
+	}
+	if store == nil {
+		return nil, fmt.Errorf("%w: no store", ErrConfig)
+	}
+	cfg, err := cfg.WithDefaults()
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, js: js, store: store, log: log.Logger}
+	for _, o := range opts {
+		o(s)
+	}
+	s.log = s.log.With().Str("service", "metrics-sink").Logger()
+	s.stats.meter = newRateMeter(cfg.RateWindow, time.Now())
+	return s, nil
+}
+
+// Stats returns the current counters, ingest rate and consumer lag.
+func (s *Service) Stats() Stats { return s.stats.snapshot(time.Now()) }
+
+func (s *Service) consumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       bus.SinkConsumer,
+		Description:   "metrics-sink: selection events into SQL, acked after commit",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       s.cfg.AckWait,
+		MaxAckPending: ackPendingBatches * s.cfg.BatchSize,
+	}
+}
+
+func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
+	cons, err := s.js.CreateOrUpdateConsumer(ctx, bus.SelectionStream, s.consumerConfig())
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s on stream %s: %w", ErrConsumer, bus.SinkConsumer, bus.SelectionStream, err)
+	}
+	return cons, nil
+}
+
+// Run consumes until ctx ends (then it finishes the batch in hand and
+// returns nil) or the NATS connection is closed. Each batch is written in one
+// transaction and its messages are acked only after the commit; a failed
+// commit naks them with a delay and is retried with backoff.
+func (s *Service) Run(ctx context.Context) error {
+	cons, err := s.consumer(ctx)
+	if err != nil {
+		return err
+	}
+	s.log.Info().Str("stream", bus.SelectionStream).Str("consumer", bus.SinkConsumer).
+		Int("batch_size", s.cfg.BatchSize).Dur("batch_wait", s.cfg.BatchWait).Msg("metrics-sink consuming")
+
+	var wg sync.WaitGroup
+	lagCtx, stopLag := context.WithCancel(ctx)
+	defer func() {
+		stopLag()
+		wg.Wait()
+	}()
+	var consMu sync.Mutex // cons is replaced when the consumer had to be recreated
+	current := func() jetstream.Consumer {
+		consMu.Lock()
+		defer consMu.Unlock()
+		return cons
+	}
+	wg.Go(func() { s.watchLag(lagCtx, current) })
+
+	backoff := retryMin
+	for ctx.Err() == nil {
+		msgs, ferr := fetch(cons, s.cfg.BatchSize, s.cfg.BatchWait)
+		perr := s.process(ctx, msgs, backoff)
+		if ferr != nil {
+			if errors.Is(ferr, nats.ErrConnectionClosed) || errors.Is(ferr, jetstream.ErrConnectionClosed) {
+				return fmt.Errorf("%w: %s: %w", ErrConsumer, bus.SinkConsumer, ferr)
+			}
+			s.stats.update(func(st *Stats, _ *rateMeter) { st.FetchErrors++ })
+			s.log.Warn().Err(ferr).Dur("retry_in", backoff).Msg("fetch from consumer failed")
+			if errors.Is(ferr, jetstream.ErrConsumerNotFound) || errors.Is(ferr, jetstream.ErrConsumerDeleted) {
+				if c, err := s.consumer(ctx); err == nil {
+					consMu.Lock()
+					cons = c
+					consMu.Unlock()
+					s.log.Info().Str("consumer", bus.SinkConsumer).Msg("consumer recreated")
+				} else if ctx.Err() == nil {
+					s.log.Warn().Err(err).Msg("cannot recreate consumer")
+				}
+			}
+		}
+		if perr != nil || ferr != nil {
+			s.sleep(ctx, backoff)
+			backoff = min(2*backoff, s.cfg.RetryMax)
+			continue
+		}
+		backoff = retryMin
+	}
+	s.log.Info().Msg("metrics-sink stopped")
+	return nil
+}
+
+// fetch pulls up to size messages, waiting at most wait for them: batches
+// are cut by size and by time. It returns what arrived even with an error.
+func fetch(cons jetstream.Consumer, size int, wait time.Duration) ([]jetstream.Msg, error) {
+	batch, err := cons.Fetch(size, jetstream.FetchMaxWait(wait))
+	if err != nil {
+		return nil, err
+	}
+	var msgs []jetstream.Msg
+	for m := range batch.Messages() {
+		msgs = append(msgs, m)
+	}
+	return msgs, batch.Error()
+}
+
+// process stores one fetched batch and acks it after the commit. Poison
+// messages are terminated and counted; they never hold the batch up. It
+// returns an error only when the store failed, after naking the batch.
+func (s *Service) process(ctx context.Context, msgs []jetstream.Msg, nakDelay time.Duration) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	// The last message delivered knows how many the stream holds beyond it.
+	if meta, err := msgs[len(msgs)-1].Metadata(); err == nil {
+		now := time.Now()
+		s.stats.update(func(st *Stats, _ *rateMeter) { st.ConsumerLag, st.LagUpdated = meta.NumPending, now })
+	}
+	evs := make([]events.SelectionEvent, 0, len(msgs))
+	kept := make([]jetstream.Msg, 0, len(msgs))
+	for _, m := range msgs {
+		ev, err := DecodeEvent(m.Data())
+		if err != nil {
+			s.poison(m, err)
+			continue
+		}
+		evs = append(evs, ev)
+		kept = append(kept, m)
+	}
+	// These messages are ours until AckWait: finishing the batch on shutdown
+	// saves their redelivery, so the commit outlives ctx (bounded by AckWait).
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.AckWait)
+	defer cancel()
+	for len(evs) > 0 {
+		n, err := s.store.Insert(wctx, evs)
+		var re *RowError
+		if errors.As(err, &re) && re.Index >= 0 && re.Index < len(kept) {
+			s.poison(kept[re.Index], err)
+			evs = slices.Delete(evs, re.Index, re.Index+1)
+			kept = slices.Delete(kept, re.Index, re.Index+1)
+			continue
+		}
+		if err != nil {
+			s.stats.update(func(st *Stats, _ *rateMeter) { st.StoreErrors++ })
+			s.log.Error().Err(err).Int("events", len(evs)).Dur("redeliver_in", nakDelay).Msg("batch not stored; naked for redelivery")
+			for _, m := range kept {
+				if err := m.NakWithDelay(nakDelay); err != nil {
+					s.log.Warn().Err(err).Msg("nak failed; the message returns after ack wait")
+				}
+			}
+			return err
+		}
+		for _, m := range kept {
+			// A lost ack only means a redelivery, which the store ignores.
+			if err := m.Ack(); err != nil {
+				s.log.Warn().Err(err).Msg("ack failed; the event will be redelivered and skipped")
+			}
+		}
+		now := time.Now()
+		s.stats.update(func(st *Stats, m *rateMeter) {
+			st.Inserted += uint64(n)
+			st.Duplicates += uint64(len(evs) - n)
+			st.Batches++
+			st.LastCommit = now
+			m.add(now, uint64(n))
+		})
+		s.log.Debug().Int("inserted", n).Int("duplicates", len(evs)-n).Msg("batch committed")
+		return nil
+	}
+	return nil
+}
+
+// poison terminates a message that can never be stored, so it neither blocks
+// the stream nor comes back.
+func (s *Service) poison(m jetstream.Msg, cause error) {
+	s.stats.update(func(st *Stats, _ *rateMeter) { st.Poison++ })
+	ev := s.log.Error().Err(cause).Str("subject", m.Subject())
+	if meta, err := m.Metadata(); err == nil {
+		ev = ev.Uint64("stream_seq", meta.Sequence.Stream).Uint64("delivered", meta.NumDelivered)
+	}
+	ev.Msg("poison message terminated")
+	if err := m.TermWithReason("not a storable selection-event"); err != nil {
+		s.log.Warn().Err(err).Msg("term failed; the message returns after ack wait")
+	}
+}
+
+// watchLag reads the consumer's pending counts every LagInterval, so the lag
+// stays current while no batch arrives.
+func (s *Service) watchLag(ctx context.Context, cons func() jetstream.Consumer) {
+	t := time.NewTicker(s.cfg.LagInterval)
+	defer t.Stop()
+	for {
+		info, err := cons().Info(ctx)
+		switch {
+		case err == nil:
+			now := time.Now()
+			s.stats.update(func(st *Stats, _ *rateMeter) {
+				st.ConsumerLag, st.AckPending, st.LagUpdated = info.NumPending, uint64(max(info.NumAckPending, 0)), now
+			})
+		case ctx.Err() == nil:
+			s.log.Warn().Err(err).Msg("cannot read consumer lag")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Service) sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

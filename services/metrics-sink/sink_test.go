@@ -1,0 +1,463 @@
+package metricssink
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/nlocalmodels/orchestrator/pkg/bus"
+	"github.com/nlocalmodels/orchestrator/pkg/events"
+	"github.com/nlocalmodels/orchestrator/pkg/natstest"
+)
+
+// testConfig keeps batches small (many of them per test) and the ack wait
+// short, so an unacked batch of a killed sink comes back within the test.
+func testConfig() Config {
+	return Config{
+		BatchSize:   16,
+		BatchWait:   50 * time.Millisecond,
+		AckWait:     time.Second,
+		RetryMax:    200 * time.Millisecond,
+		LagInterval: 20 * time.Millisecond,
+	}
+}
+
+// publish sends evs to the selection stream as the selector does: subject
+// per category, Nats-Msg-Id = event id.
+func publish(t *testing.T, js jetstream.JetStream, evs []events.SelectionEvent) {
+	t.Helper()
+	ctx := testCtx(t)
+	for i := range evs {
+		data, err := json.Marshal(&evs[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := js.Publish(ctx, bus.SelectionEventSubject(evs[i].TaskCategory), data,
+			jetstream.WithMsgID(evs[i].EventID)); err != nil {
+			t.Errorf("publish %s: %v", evs[i].EventID, err)
+			return
+		}
+	}
+}
+
+// running is a service started in the background.
+type running struct {
+	svc    *Service
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func start(t *testing.T, cfg Config, js jetstream.JetStream, st Store) *running {
+	t.Helper()
+	svc, err := New(cfg, js, st, WithLogger(zerolog.Nop()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{svc: svc, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- svc.Run(ctx) }()
+	t.Cleanup(func() { r.stop(t) })
+	return r
+}
+
+// stop cancels the service and returns Run's error; later calls return nil.
+func (r *running) stop(t *testing.T) error {
+	t.Helper()
+	r.cancel()
+	select {
+	case err, ok := <-r.done:
+		if ok {
+			close(r.done)
+		}
+		return err
+	case <-time.After(60 * time.Second):
+		t.Fatal("Run did not return after cancel")
+		return nil
+	}
+}
+
+func count(t *testing.T, st Store) int64 {
+	t.Helper()
+	n, err := st.Count(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// settled waits until the consumer has nothing left to deliver or to ack.
+func settled(t *testing.T, svc *Service) {
+	t.Helper()
+	waitFor(t, "the consumer to settle", func() bool {
+		s := svc.Stats()
+		return !s.LagUpdated.IsZero() && s.ConsumerLag == 0 && s.AckPending == 0
+	})
+}
+
+func sqliteStore(t *testing.T) (Store, string) {
+	url := "sqlite:" + filepath.Join(t.TempDir(), "sink.db")
+	return openStore(t, url), url
+}
+
+func TestSinkStoresEvents(t *testing.T) {
+	_, nc := natstest.Start(t)
+	js := natstest.JetStream(t, nc)
+	st, _ := sqliteStore(t)
+	const n = 300
+	evs := makeEvents(0, n)
+	publish(t, js, evs[:n/2])
+	cfg := testConfig()
+	cfg.RateWindow = time.Hour // every row of the test stays in the window
+	r := start(t, cfg, js, st)
+	publish(t, js, evs[n/2:]) // some before the sink starts, some while it runs
+	waitFor(t, "all rows", func() bool { return count(t, st) == n })
+	settled(t, r.svc)
+
+	rows, err := st.Recent(testCtx(t), 2*n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != n {
+		t.Fatalf("%d rows, want %d", len(rows), n)
+	}
+	byID := map[string]Row{}
+	for _, row := range rows {
+		byID[row.EventID] = row
+	}
+	for i := range evs {
+		row, ok := byID[evs[i].EventID]
+		if !ok {
+			t.Fatalf("event %s has no row", evs[i].EventID)
+		}
+		got, _ := json.Marshal(row.Event)
+		want, _ := json.Marshal(&evs[i])
+		if string(got) != string(want) || row.SelectedModel != evs[i].SelectedModel ||
+			row.TaskCategory != evs[i].TaskCategory || row.FinalScore != evs[i].FinalScore {
+			t.Fatalf("row of %s differs:\n got %s\nwant %s", evs[i].EventID, got, want)
+		}
+	}
+	s := r.svc.Stats()
+	if s.Inserted != n || s.Duplicates != 0 || s.Poison != 0 || s.StoreErrors != 0 {
+		t.Fatalf("stats %+v, want %d inserted and no duplicates, poison or errors", s, n)
+	}
+	if s.Batches < n/uint64(testConfig().BatchSize) || s.LastCommit.IsZero() || s.IngestRate <= 0 {
+		t.Fatalf("stats %+v: want >= %d batches, a last commit and a positive ingest rate", s, n/testConfig().BatchSize)
+	}
+	if err := r.stop(t); err != nil {
+		t.Fatalf("Run returned %v after cancel, want nil", err)
+	}
+}
+
+// TestSinkKilledMidStream: a sink whose connection dies mid-stream (acks
+// lost, batches in flight) and a new sink on the same database end with
+// every event exactly once, on either store.
+func TestSinkKilledMidStream(t *testing.T) {
+	for _, b := range backends() {
+		t.Run(b.name, func(t *testing.T) { testKilledMidStream(t, b.url(t)) })
+	}
+}
+
+func testKilledMidStream(t *testing.T, dbURL string) {
+	srv, nc := natstest.Start(t)
+	js := natstest.JetStream(t, nc)
+	const n = 600
+	evs := makeEvents(0, n)
+
+	var pub sync.WaitGroup
+	pub.Go(func() { publish(t, js, evs) })
+
+	st1 := openStore(t, dbURL)
+	nc1 := natstest.Connect(t, srv)
+	r1 := start(t, testConfig(), natstest.JetStream(t, nc1), st1)
+	waitFor(t, "the first sink to store some rows", func() bool { return count(t, st1) >= n/6 })
+	nc1.Close() // the kill: no goodbye, whatever is in flight stays unacked
+	err := r1.stop(t)
+	if err != nil && !errors.Is(err, ErrConsumer) {
+		t.Fatalf("killed sink's Run returned %v", err)
+	}
+	first := r1.svc.Stats()
+	if err := st1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if first.Inserted == 0 || first.Inserted >= n {
+		t.Fatalf("the first sink stored %d of %d: the kill was not mid-stream", first.Inserted, n)
+	}
+
+	st2 := openStore(t, dbURL)
+	nc2 := natstest.Connect(t, srv)
+	r2 := start(t, testConfig(), natstest.JetStream(t, nc2), st2)
+	pub.Wait()
+	waitFor(t, "every row", func() bool { return count(t, st2) >= n })
+	settled(t, r2.svc)
+
+	if c := count(t, st2); c != n {
+		t.Fatalf("%d rows, want exactly %d", c, n)
+	}
+	rows, err := st2.Recent(testCtx(t), 2*n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, row := range rows {
+		if seen[row.EventID] {
+			t.Fatalf("event %s stored twice", row.EventID)
+		}
+		seen[row.EventID] = true
+	}
+	for _, ev := range evs {
+		if !seen[ev.EventID] {
+			t.Fatalf("event %s lost", ev.EventID)
+		}
+	}
+	second := r2.svc.Stats()
+	t.Logf("killed sink: %+v", first)
+	t.Logf("new sink:    %+v", second)
+	if first.Inserted+second.Inserted != n {
+		t.Fatalf("inserted %d + %d, want %d in all", first.Inserted, second.Inserted, n)
+	}
+}
+
+// TestSinkCommittedButNotAcked: events already in the database (committed,
+// ack lost) are delivered again, skipped and acked.
+func TestSinkCommittedButNotAcked(t *testing.T) {
+	_, nc := natstest.Start(t)
+	js := natstest.JetStream(t, nc)
+	st, _ := sqliteStore(t)
+	const n = 100
+	evs := makeEvents(0, n)
+	if _, err := st.Insert(testCtx(t), evs[:n/2]); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, js, evs)
+	r := start(t, testConfig(), js, st)
+	waitFor(t, "every event handled", func() bool {
+		s := r.svc.Stats()
+		return s.Inserted+s.Duplicates == n
+	})
+	settled(t, r.svc)
+	if s := r.svc.Stats(); s.Inserted != n/2 || s.Duplicates != n/2 {
+		t.Fatalf("stats %+v, want %d inserted and %d duplicates", s, n/2, n/2)
+	}
+	if c := count(t, st); c != n {
+		t.Fatalf("%d rows, want %d", c, n)
+	}
+}
+
+func TestSinkPoisonMessages(t *testing.T) {
+	_, nc := natstest.Start(t)
+	js := natstest.JetStream(t, nc)
+	st, _ := sqliteStore(t)
+	ctx := testCtx(t)
+	evs := makeEvents(0, 20)
+	publish(t, js, evs[:10])
+	for _, bad := range []string{"not json", `{"event_id":"no-category","timestamp":"2025-01-01T00:00:00Z"}`} {
+		if _, err := js.Publish(ctx, bus.SelectionEventSubject("code"), []byte(bad)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish(t, js, evs[10:])
+	r := start(t, testConfig(), js, st)
+	waitFor(t, "valid rows and poison counted", func() bool {
+		return count(t, st) == 20 && r.svc.Stats().Poison == 2
+	})
+	settled(t, r.svc) // terminated, so nothing stays pending
+	if s := r.svc.Stats(); s.Inserted != 20 || s.Poison != 2 {
+		t.Fatalf("stats %+v, want 20 inserted, 2 poison", s)
+	}
+}
+
+// flakyStore fails its first failures inserts, as a database that is down.
+type flakyStore struct {
+	Store
+	failures atomic.Int32
+}
+
+var errDown = errors.New("database is down")
+
+func (f *flakyStore) Insert(ctx context.Context, evs []events.SelectionEvent) (int, error) {
+	if f.failures.Add(-1) >= 0 {
+		return 0, errDown
+	}
+	return f.Store.Insert(ctx, evs)
+}
+
+func TestSinkRetriesAfterStoreError(t *testing.T) {
+	_, nc := natstest.Start(t)
+	js := natstest.JetStream(t, nc)
+	st, _ := sqliteStore(t)
+	flaky := &flakyStore{Store: st}
+	flaky.failures.Store(3)
+	const n = 50
+	publish(t, js, makeEvents(0, n))
+	r := start(t, testConfig(), js, flaky)
+	waitFor(t, "all rows despite the failures", func() bool { return count(t, st) == n })
+	settled(t, r.svc)
+	if s := r.svc.Stats(); s.StoreErrors != 3 || s.Inserted != n {
+		t.Fatalf("stats %+v, want 3 store errors and %d inserted", s, n)
+	}
+}
+
+// refusingStore refuses one event id, as PostgreSQL refuses a NUL byte.
+type refusingStore struct {
+	Store
+	bad string
+}
+
+func (r *refusingStore) Insert(ctx context.Context, evs []events.SelectionEvent) (int, error) {
+	for i, ev := range evs {
+		if ev.EventID == r.bad {
+			return 0, &RowError{Index: i, EventID: ev.EventID, Err: errors.New("invalid byte sequence")}
+		}
+	}
+	return r.Store.Insert(ctx, evs)
+}
+
+func TestSinkRefusedEventIsTerminated(t *testing.T) {
+	_, nc := natstest.Start(t)
+	js := natstest.JetStream(t, nc)
+	st, _ := sqliteStore(t)
+	evs := makeEvents(0, 30)
+	publish(t, js, evs)
+	r := start(t, testConfig(), js, &refusingStore{Store: st, bad: evs[7].EventID})
+	waitFor(t, "the other rows", func() bool { return count(t, st) == 29 })
+	settled(t, r.svc)
+	if s := r.svc.Stats(); s.Poison != 1 || s.Inserted != 29 || s.StoreErrors != 0 {
+		t.Fatalf("stats %+v, want 1 poison, 29 inserted, no store errors", s)
+	}
+}
+
+// blockingStore holds every insert until release is closed.
+type blockingStore struct {
+	Store
+	release chan struct{}
+}
+
+func (b *blockingStore) Insert(ctx context.Context, evs []events.SelectionEvent) (int, error) {
+	select {
+	case <-b.release:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	return b.Store.Insert(ctx, evs)
+}
+
+// TestSinkReportsLag: while the database holds the first batch, the lag is
+// what the stream has beyond it; once it is released the lag drains to 0.
+func TestSinkReportsLag(t *testing.T) {
+	_, nc := natstest.Start(t)
+	js := natstest.JetStream(t, nc)
+	st, _ := sqliteStore(t)
+	cfg := testConfig()
+	cfg.AckWait = time.Minute // the held batch must not be redelivered meanwhile
+	const n = 50
+	publish(t, js, makeEvents(0, n))
+	block := &blockingStore{Store: st, release: make(chan struct{})}
+	r := start(t, cfg, js, block)
+	want := uint64(n - cfg.BatchSize)
+	waitFor(t, "lag of the held batch", func() bool {
+		s := r.svc.Stats()
+		return s.ConsumerLag == want && s.AckPending == uint64(cfg.BatchSize)
+	})
+	close(block.release)
+	waitFor(t, "all rows", func() bool { return count(t, st) == n })
+	settled(t, r.svc)
+}
+
+func TestNewChecksConfig(t *testing.T) {
+	_, nc := natstest.Start(t)
+	js := natstest.JetStream(t, nc)
+	st, _ := sqliteStore(t)
+	with := func(f func(*Config)) Config {
+		c := testConfig()
+		f(&c)
+		return c
+	}
+	cases := []struct {
+		name  string
+		cfg   Config
+		js    jetstream.JetStream
+		store Store
+		want  error
+	}{
+		{"valid", testConfig(), js, st, nil},
+		{"zero config takes the defaults", Config{}, js, st, nil},
+		{"no JetStream", testConfig(), nil, st, ErrConfig},
+		{"no store", testConfig(), js, nil, ErrConfig},
+		{"negative batch", with(func(c *Config) { c.BatchSize = -1 }), js, st, ErrConfig},
+		{"huge batch", with(func(c *Config) { c.BatchSize = MaxBatchSize + 1 }), js, st, ErrConfig},
+		{"negative wait", with(func(c *Config) { c.BatchWait = -time.Second }), js, st, ErrConfig},
+		{"ack wait below batch wait", with(func(c *Config) { c.AckWait = c.BatchWait / 2 }), js, st, ErrConfig},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s, err := New(c.cfg, c.js, c.store)
+			if !errors.Is(err, c.want) {
+				t.Fatalf("New error = %v, want %v", err, c.want)
+			}
+			if err == nil && (s.cfg.BatchSize <= 0 || s.cfg.BatchWait <= 0 || s.cfg.AckWait <= 0 ||
+				s.cfg.RetryMax <= 0 || s.cfg.LagInterval <= 0 || s.cfg.RateWindow <= 0) {
+				t.Fatalf("config left with a zero setting: %+v", s.cfg)
+			}
+		})
+	}
+}
+
+// TestSinkConsumerConfig: the durable consumer is explicit-ack with room for
+// several batches in flight, and a second sink shares it.
+func TestSinkConsumerConfig(t *testing.T) {
+	_, nc := natstest.Start(t)
+	js := natstest.JetStream(t, nc)
+	st, _ := sqliteStore(t)
+	cfg := testConfig()
+	r1 := start(t, cfg, js, st)
+	r2 := start(t, cfg, js, st)
+	const n = 64
+	publish(t, js, makeEvents(0, n))
+	waitFor(t, "all rows", func() bool { return count(t, st) == n })
+	settled(t, r1.svc)
+	settled(t, r2.svc)
+	cons, err := js.Consumer(testCtx(t), bus.SelectionStream, bus.SinkConsumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(testCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := info.Config
+	if c.Durable != bus.SinkConsumer || c.AckPolicy != jetstream.AckExplicitPolicy ||
+		c.AckWait != cfg.AckWait || c.MaxAckPending < 4*cfg.BatchSize || c.DeliverPolicy != jetstream.DeliverAllPolicy {
+		t.Fatalf("consumer config %+v", c)
+	}
+	if got := r1.svc.Stats().Inserted + r2.svc.Stats().Inserted; got != n {
+		t.Fatalf("two sinks inserted %d, want %d", got, n)
+	}
+}
+
+// Run must give up when its connection is closed instead of spinning.
+func TestRunStopsOnClosedConnection(t *testing.T) {
+	srv, _ := natstest.Start(t)
+	nc := natstest.Connect(t, srv)
+	st, _ := sqliteStore(t)
+	r := start(t, testConfig(), natstest.JetStream(t, nc), st)
+	waitFor(t, "the consumer to start", func() bool { return !r.svc.Stats().LagUpdated.IsZero() })
+	nc.Close()
+	select {
+	case err := <-r.done:
+		close(r.done)
+		if !errors.Is(err, ErrConsumer) || !(errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, jetstream.ErrConnectionClosed)) {
+			t.Fatalf("Run returned %v, want ErrConsumer wrapping connection closed", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("Run kept going on a closed connection")
+	}
+}

@@ -1,0 +1,305 @@
+package metricssink
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nlocalmodels/orchestrator/pkg/events"
+	"github.com/nlocalmodels/orchestrator/pkg/selection"
+
+	// The pure-Go SQLite driver: the sink builds without cgo.
+	_ "modernc.org/sqlite"
+)
+
+// sqliteTimeFormat stores timestamps as fixed-width UTC ISO 8601 text: it
+// sorts as time does, and SQLite's date functions read it.
+const sqliteTimeFormat = "2006-01-02T15:04:05.000000Z"
+
+// sqlitePragmas: WAL lets readers run beside the writer; NORMAL sync is
+// durable across crashes of the process (WAL) at a fraction of FULL's fsyncs;
+// the busy timeout rides out the writer's short locks; immediate transactions
+// take the write lock up front, so two writers never deadlock on upgrade.
+const sqlitePragmas = "_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+
+// sqliteReaders bounds the read-only connections (reports, dashboard reads).
+const sqliteReaders = 4
+
+var sqliteMigrations = []migration{
+	{version: 1, stmts: []string{
+		`CREATE TABLE IF NOT EXISTS selection_metrics (
+	timestamp             TEXT    NOT NULL,
+	task_category         TEXT    NOT NULL,
+	selected_model        TEXT    NOT NULL,
+	primary_category      BOOLEAN NOT NULL,
+	confidence_score      REAL    NOT NULL,
+	final_score           REAL    NOT NULL,
+	gpu_id                INTEGER,
+	selection_duration_ms REAL    NOT NULL,
+	event_id              TEXT    NOT NULL PRIMARY KEY,
+	request_id            TEXT,
+	host                  TEXT,
+	gpu_uuid              TEXT,
+	mode                  TEXT    NOT NULL,
+	requested_mode        TEXT    NOT NULL,
+	degraded              BOOLEAN NOT NULL,
+	reason                TEXT    NOT NULL,
+	quality_score         REAL    NOT NULL,
+	placement_score       REAL    NOT NULL,
+	telemetry_age_ms      REAL    NOT NULL,
+	selector              TEXT,
+	event_json            TEXT    NOT NULL
+)`,
+		`CREATE INDEX IF NOT EXISTS selection_metrics_timestamp_idx ON selection_metrics (timestamp)`,
+		`CREATE INDEX IF NOT EXISTS selection_metrics_category_model_idx ON selection_metrics (task_category, selected_model)`,
+	}},
+}
+
+// migration is one schema version: its statements run in one transaction
+// together with the schema_version row that records it.
+type migration struct {
+	version int
+	stmts   []string
+}
+
+// SQLiteStore is the default store: one SQLite file in WAL mode, written
+// through a single connection and read through a small read-only pool.
+type SQLiteStore struct {
+	path   string
+	writer *sql.DB
+	reader *sql.DB
+}
+
+// OpenSQLite opens (creating it and its directory if needed) and migrates the
+// SQLite database file at path.
+func OpenSQLite(ctx context.Context, path string) (*SQLiteStore, error) {
+	if path == "" {
+		return nil, fmt.Errorf("%w: empty SQLite path", ErrDatabaseURL)
+	}
+	// The writer and the readers are separate connections: they must meet in a file.
+	if strings.HasPrefix(path, ":memory:") || strings.HasPrefix(path, "file:") {
+		return nil, fmt.Errorf("%w: SQLite path %q must be a plain file path, not a memory database or URI", ErrDatabaseURL, path)
+	}
+	if strings.ContainsAny(path, "?#") {
+		return nil, fmt.Errorf("%w: SQLite path %q must not contain '?' or '#'", ErrDatabaseURL, path)
+	}
+	if dir := filepath.Dir(path); dir != "." {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("%w: sqlite %s: %w", ErrOpenStore, path, err)
+		}
+	}
+	writer, err := sql.Open("sqlite", path+"?"+sqlitePragmas)
+	if err != nil {
+		return nil, fmt.Errorf("%w: sqlite %s: %w", ErrOpenStore, path, err)
+	}
+	// One writer: SQLite serialises writes anyway, and one connection keeps
+	// batches from queueing on the file lock.
+	writer.SetMaxOpenConns(1)
+	s := &SQLiteStore{path: path, writer: writer}
+	if err := s.migrate(ctx); err != nil {
+		_ = writer.Close()
+		return nil, err
+	}
+	reader, err := sql.Open("sqlite", path+"?"+sqlitePragmas+"&_pragma=query_only(1)")
+	if err != nil {
+		_ = writer.Close()
+		return nil, fmt.Errorf("%w: sqlite %s: %w", ErrOpenStore, path, err)
+	}
+	reader.SetMaxOpenConns(sqliteReaders)
+	s.reader = reader
+	return s, nil
+}
+
+func (s *SQLiteStore) migrate(ctx context.Context) error {
+	fail := func(err error) error { return fmt.Errorf("%w: sqlite %s: migrate: %w", ErrOpenStore, s.path, err) }
+	tx, err := s.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return fail(err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (
+	version    INTEGER NOT NULL PRIMARY KEY,
+	applied_at TEXT    NOT NULL
+)`); err != nil {
+		return fail(err)
+	}
+	var current int
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_version`).Scan(&current); err != nil {
+		return fail(err)
+	}
+	if latest := sqliteMigrations[len(sqliteMigrations)-1].version; current > latest {
+		return fail(fmt.Errorf("schema version %d is newer than this sink's %d", current, latest))
+	}
+	for _, m := range sqliteMigrations {
+		if m.version <= current {
+			continue
+		}
+		for _, stmt := range m.stmts {
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				return fail(fmt.Errorf("version %d: %w", m.version, err))
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version, applied_at) VALUES (?, ?)`,
+			m.version, time.Now().UTC().Format(sqliteTimeFormat)); err != nil {
+			return fail(err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fail(err)
+	}
+	return nil
+}
+
+// Insert writes evs in one transaction; already stored event ids are skipped.
+// SQLite stores any value a decoded event can hold, so unlike PostgreSQL it
+// never returns a *RowError.
+func (s *SQLiteStore) Insert(ctx context.Context, evs []events.SelectionEvent) (int, error) {
+	if len(evs) == 0 {
+		return 0, nil
+	}
+	fail := func(err error) (int, error) { return 0, fmt.Errorf("%w: sqlite %s: %w", ErrInsert, s.path, err) }
+	tx, err := s.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return fail(err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	stmt, err := tx.PrepareContext(ctx, insertSQL(false))
+	if err != nil {
+		return fail(err)
+	}
+	defer func() { _ = stmt.Close() }()
+	inserted := 0
+	for i := range evs {
+		ev := &evs[i]
+		args, err := insertArgs(ev, ev.Timestamp.UTC().Truncate(time.Microsecond).Format(sqliteTimeFormat))
+		if err != nil {
+			return 0, err
+		}
+		res, err := stmt.ExecContext(ctx, args...)
+		if err != nil {
+			return fail(fmt.Errorf("event %s: %w", ev.EventID, err))
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return fail(err)
+		}
+		inserted += int(n)
+	}
+	if err := tx.Commit(); err != nil {
+		return fail(err)
+	}
+	return inserted, nil
+}
+
+// Count returns the number of rows.
+func (s *SQLiteStore) Count(ctx context.Context) (int64, error) {
+	var n int64
+	if err := s.reader.QueryRowContext(ctx, `SELECT COUNT(*) FROM selection_metrics`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("%w: sqlite %s: count: %w", ErrQuery, s.path, err)
+	}
+	return n, nil
+}
+
+// Recent returns up to limit rows, newest first.
+func (s *SQLiteStore) Recent(ctx context.Context, limit int) ([]Row, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("%w: got %d", ErrBadLimit, limit)
+	}
+	fail := func(err error) ([]Row, error) {
+		return nil, fmt.Errorf("%w: sqlite %s: recent: %w", ErrQuery, s.path, err)
+	}
+	rows, err := s.reader.QueryContext(ctx, recentSQL(false), limit)
+	if err != nil {
+		return fail(err)
+	}
+	defer func() { _ = rows.Close() }()
+	var out []Row
+	for rows.Next() {
+		var (
+			r                                   Row
+			ts, mode, reqMode, eventJSON        string
+			gpuID                               sql.NullInt64
+			requestID, host, gpuUUID, selectorN sql.NullString
+		)
+		if err := rows.Scan(&ts, &r.TaskCategory, &r.SelectedModel, &r.PrimaryCategory,
+			&r.ConfidenceScore, &r.FinalScore, &gpuID, &r.SelectionDurationMs,
+			&r.EventID, &requestID, &host, &gpuUUID, &mode, &reqMode,
+			&r.Degraded, &r.Reason, &r.QualityScore, &r.PlacementScore,
+			&r.TelemetryAgeMs, &selectorN, &eventJSON); err != nil {
+			return fail(err)
+		}
+		if r.Timestamp, err = time.Parse(sqliteTimeFormat, ts); err != nil {
+			return fail(fmt.Errorf("event %s: timestamp: %w", r.EventID, err))
+		}
+		if gpuID.Valid {
+			id := int(gpuID.Int64)
+			r.GPUID = &id
+		}
+		r.RequestID, r.Host, r.GPUUUID, r.Selector = requestID.String, host.String, gpuUUID.String, selectorN.String
+		r.Mode, r.RequestedMode = selection.Mode(mode), selection.Mode(reqMode)
+		if err := json.Unmarshal([]byte(eventJSON), &r.Event); err != nil {
+			return fail(fmt.Errorf("event %s: event_json: %w", r.EventID, err))
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return fail(err)
+	}
+	return out, nil
+}
+
+// Report runs a built-in report; the seed's queries run exactly as written.
+func (s *SQLiteStore) Report(ctx context.Context, name string) (*ReportResult, error) {
+	def, err := lookupReport(name)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*ReportResult, error) {
+		return nil, fmt.Errorf("%w: sqlite %s: report %s: %w", ErrQuery, s.path, name, err)
+	}
+	rows, err := s.reader.QueryContext(ctx, def.sqlite)
+	if err != nil {
+		return fail(err)
+	}
+	defer func() { _ = rows.Close() }()
+	cols, err := rows.Columns()
+	if err != nil {
+		return fail(err)
+	}
+	res := &ReportResult{Name: name, Columns: cols, Rows: [][]any{}}
+	for rows.Next() {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			return fail(err)
+		}
+		for i, v := range vals {
+			if b, ok := v.([]byte); ok {
+				vals[i] = string(b)
+			}
+		}
+		res.Rows = append(res.Rows, vals)
+	}
+	if err := rows.Err(); err != nil {
+		return fail(err)
+	}
+	return res, nil
+}
+
+// DB returns the read-only pool, for analysis SQL of one's own (the seed's
+// queries as written, ad-hoc questions).
+func (s *SQLiteStore) DB() *sql.DB { return s.reader }
+
+// Close closes both connection pools.
+func (s *SQLiteStore) Close() error {
+	return errors.Join(s.reader.Close(), s.writer.Close())
+}

@@ -1,0 +1,191 @@
+package metricssink
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/nlocalmodels/orchestrator/pkg/events"
+	"github.com/nlocalmodels/orchestrator/pkg/selection"
+)
+
+// Store keeps selection events as rows of selection_metrics. Implementations
+// are safe for concurrent use.
+type Store interface {
+	// Insert writes evs in one transaction. An event whose event_id is
+	// already stored is skipped, so a redelivery never makes a second row;
+	// inserted counts the new rows. On error nothing of the batch is kept.
+	Insert(ctx context.Context, evs []events.SelectionEvent) (inserted int, err error)
+	// Count returns the number of rows.
+	Count(ctx context.Context) (int64, error)
+	// Recent returns up to limit rows, newest first.
+	Recent(ctx context.Context, limit int) ([]Row, error)
+	// Report runs the built-in report called name (see Reports).
+	Report(ctx context.Context, name string) (*ReportResult, error)
+	Close() error
+}
+
+// Row is one row of selection_metrics. Its JSON names are the column names;
+// Event is the decoded event_json.
+type Row struct {
+	// Timestamp is stored with microsecond precision; Event keeps the exact one.
+	Timestamp           time.Time             `json:"timestamp"`
+	TaskCategory        string                `json:"task_category"`
+	SelectedModel       string                `json:"selected_model"`
+	PrimaryCategory     bool                  `json:"primary_category"`
+	ConfidenceScore     float64               `json:"confidence_score"`
+	FinalScore          float64               `json:"final_score"`
+	GPUID               *int                  `json:"gpu_id"`
+	SelectionDurationMs float64               `json:"selection_duration_ms"`
+	EventID             string                `json:"event_id"`
+	RequestID           string                `json:"request_id"`
+	Host                string                `json:"host"`
+	GPUUUID             string                `json:"gpu_uuid"`
+	Mode                selection.Mode        `json:"mode"`
+	RequestedMode       selection.Mode        `json:"requested_mode"`
+	Degraded            bool                  `json:"degraded"`
+	Reason              string                `json:"reason"`
+	QualityScore        float64               `json:"quality_score"`
+	PlacementScore      float64               `json:"placement_score"`
+	TelemetryAgeMs      float64               `json:"telemetry_age_ms"`
+	Selector            string                `json:"selector"`
+	Event               events.SelectionEvent `json:"event"`
+}
+
+// columns lists selection_metrics in table order: the seed's eight columns
+// first, then what replay and analysis need.
+var columns = []string{
+	"timestamp", "task_category", "selected_model", "primary_category",
+	"confidence_score", "final_score", "gpu_id", "selection_duration_ms",
+	"event_id", "request_id", "host", "gpu_uuid", "mode", "requested_mode",
+	"degraded", "reason", "quality_score", "placement_score",
+	"telemetry_age_ms", "selector", "event_json",
+}
+
+// columnList is columns joined for SELECT and INSERT.
+var columnList = strings.Join(columns, ", ")
+
+// placeholders returns "$1, $2, ..." (PostgreSQL) or "?, ?, ..." (SQLite) for columns.
+func placeholders(numbered bool) string {
+	p := make([]string, len(columns))
+	for i := range p {
+		if numbered {
+			p[i] = fmt.Sprintf("$%d", i+1)
+		} else {
+			p[i] = "?"
+		}
+	}
+	return strings.Join(p, ", ")
+}
+
+// insertSQL is the batch insert of both stores: ON CONFLICT (event_id) DO
+// NOTHING is what makes redelivery harmless.
+func insertSQL(numbered bool) string {
+	return "INSERT INTO selection_metrics (" + columnList + ") VALUES (" +
+		placeholders(numbered) + ") ON CONFLICT (event_id) DO NOTHING"
+}
+
+// recentSQL is the newest-first read; event_id breaks timestamp ties so the
+// order is stable.
+func recentSQL(numbered bool) string {
+	p := "?"
+	if numbered {
+		p = "$1"
+	}
+	return "SELECT " + columnList + " FROM selection_metrics ORDER BY timestamp DESC, event_id DESC LIMIT " + p
+}
+
+// insertArgs returns the column values of ev in table order; ts is the
+// timestamp as the store's driver wants it. Optional strings that are empty
+// become NULL, as gpu_id does without a GPU.
+func insertArgs(ev *events.SelectionEvent, ts any) ([]any, error) {
+	js, err := json.Marshal(ev)
+	if err != nil {
+		return nil, fmt.Errorf("%w: event %s: encode event_json: %w", ErrInsert, ev.EventID, err)
+	}
+	var gpuID any
+	if ev.GPUID != nil {
+		gpuID = int64(*ev.GPUID)
+	}
+	return []any{
+		ts, ev.TaskCategory, ev.SelectedModel, ev.PrimaryCategory,
+		ev.ConfidenceScore, ev.FinalScore, gpuID, ev.SelectionDurationMs,
+		ev.EventID, nullable(ev.RequestID), nullable(ev.Host), nullable(ev.GPUUUID),
+		string(ev.Mode), string(ev.RequestedMode), ev.Degraded, ev.Reason,
+		ev.Scores.Quality, ev.Scores.Placement, ev.TelemetryAgeMs,
+		nullable(ev.Selector), string(js),
+	}, nil
+}
+
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// DecodeEvent parses a selection-event message and checks that it can be
+// stored: the row key and the seed's identifying columns must be present.
+func DecodeEvent(data []byte) (events.SelectionEvent, error) {
+	var ev events.SelectionEvent
+	if err := json.Unmarshal(data, &ev); err != nil {
+		return ev, fmt.Errorf("%w: %w", ErrBadEvent, err)
+	}
+	if err := validateEvent(&ev); err != nil {
+		return ev, err
+	}
+	return ev, nil
+}
+
+func validateEvent(ev *events.SelectionEvent) error {
+	var missing []string
+	if ev.EventID == "" {
+		missing = append(missing, "event_id")
+	}
+	if ev.Timestamp.IsZero() {
+		missing = append(missing, "timestamp")
+	}
+	if ev.TaskCategory == "" {
+		missing = append(missing, "task_category")
+	}
+	if ev.SelectedModel == "" {
+		missing = append(missing, "selected_model")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%w: event %q lacks %s", ErrBadEvent, ev.EventID, strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// schemeRE matches a URL scheme; "C:" style drive letters are not a concern
+// on the platforms the sink runs on.
+var schemeRE = regexp.MustCompile(`^([A-Za-z][A-Za-z0-9+.-]*):`)
+
+// DefaultDatabaseURL is the SQLite file used when no URL is given.
+const DefaultDatabaseURL = "data/selections.db"
+
+// OpenStore opens and migrates the store named by url: "" (DefaultDatabaseURL),
+// "sqlite:PATH", "sqlite://PATH" or a plain file path open SQLite;
+// "postgres://..." and "postgresql://..." open PostgreSQL. Any other scheme
+// is an error wrapping ErrDatabaseURL.
+func OpenStore(ctx context.Context, url string) (Store, error) {
+	if url == "" {
+		url = DefaultDatabaseURL
+	}
+	m := schemeRE.FindStringSubmatch(url)
+	if m == nil {
+		return OpenSQLite(ctx, url)
+	}
+	switch strings.ToLower(m[1]) {
+	case "sqlite":
+		path := strings.TrimPrefix(url[len(m[0]):], "//")
+		return OpenSQLite(ctx, path)
+	case "postgres", "postgresql":
+		return OpenPostgres(ctx, url)
+	default:
+		return nil, fmt.Errorf("%w: scheme %q (use sqlite:PATH, a file path, or postgres://...)", ErrDatabaseURL, m[1])
+	}
+}

@@ -1,2 +1,0 @@
-// Package selector is the selector service of the model orchestrator.
-package selector

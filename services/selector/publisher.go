@@ -1,0 +1,143 @@
+package selector
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/nlocalmodels/orchestrator/pkg/bus"
+	"github.com/nlocalmodels/orchestrator/pkg/events"
+)
+
+// publisher sends decision events to the selection stream off the request
+// path: a bounded buffer, asynchronous publishes, retries with the same
+// Nats-Msg-Id (so the stream deduplicates), and counters for what was
+// dropped or failed. Nothing is lost silently.
+type publisher struct {
+	js      jetstream.JetStream
+	log     zerolog.Logger
+	retries int
+	queue   chan events.SelectionEvent
+	acks    chan pendingEvent
+
+	published atomic.Uint64
+	retried   atomic.Uint64
+	dropped   atomic.Uint64
+	failed    atomic.Uint64
+	done      sync.WaitGroup
+}
+
+type pendingEvent struct {
+	msg    *nats.Msg
+	future jetstream.PubAckFuture
+}
+
+// maxInFlightEvents bounds publishes awaiting their acknowledgement.
+const maxInFlightEvents = 4096
+
+func newPublisher(js jetstream.JetStream, log zerolog.Logger, buffer, retries int) *publisher {
+	return &publisher{
+		js: js, log: log, retries: retries,
+		queue: make(chan events.SelectionEvent, buffer),
+		acks:  make(chan pendingEvent, maxInFlightEvents),
+	}
+}
+
+// enqueue never blocks: a full buffer drops the event and counts it.
+func (p *publisher) enqueue(ev events.SelectionEvent) {
+	select {
+	case p.queue <- ev:
+	default:
+		if p.dropped.Add(1)%1000 == 1 {
+			p.log.Warn().Uint64("dropped_total", p.dropped.Load()).Msg("decision event buffer full: dropping events")
+		}
+	}
+}
+
+// run publishes until stop is closed and the buffer is empty, or until the
+// flush deadline of ctx.
+func (p *publisher) run(ctx context.Context, stop <-chan struct{}) {
+	p.done.Add(1)
+	go func() {
+		defer p.done.Done()
+		p.awaitAcks(ctx)
+	}()
+	defer close(p.acks)
+	for {
+		select {
+		case ev := <-p.queue:
+			p.publish(ctx, ev)
+		case <-stop:
+			for {
+				select {
+				case ev := <-p.queue:
+					p.publish(ctx, ev)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (p *publisher) publish(ctx context.Context, ev events.SelectionEvent) {
+	data, err := json.Marshal(ev)
+	if err != nil { // cannot happen for this type; counted, not hidden
+		p.failed.Add(1)
+		p.log.Error().Err(err).Str("event_id", ev.EventID).Msg("encode decision event")
+		return
+	}
+	msg := &nats.Msg{Subject: bus.SelectionEventSubject(ev.TaskCategory), Data: data, Header: nats.Header{}}
+	msg.Header.Set(jetstream.MsgIDHeader, ev.EventID)
+	fut, err := p.js.PublishMsgAsync(msg)
+	if err != nil {
+		p.retry(ctx, msg, err)
+		return
+	}
+	p.acks <- pendingEvent{msg: msg, future: fut}
+}
+
+func (p *publisher) awaitAcks(ctx context.Context) {
+	for pe := range p.acks {
+		select {
+		case <-pe.future.Ok():
+			p.published.Add(1)
+		case err := <-pe.future.Err():
+			p.retry(ctx, pe.msg, err)
+		}
+	}
+}
+
+// retry republishes synchronously with backoff; the stream drops duplicates
+// by Nats-Msg-Id, so a publish that did land is not stored twice.
+func (p *publisher) retry(ctx context.Context, msg *nats.Msg, cause error) {
+	backoff := 50 * time.Millisecond
+	for attempt := 1; attempt <= p.retries && ctx.Err() == nil; attempt++ {
+		p.retried.Add(1)
+		select {
+		case <-ctx.Done():
+			continue
+		case <-time.After(backoff):
+		}
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := p.js.PublishMsg(pctx, msg)
+		cancel()
+		if err == nil {
+			p.published.Add(1)
+			return
+		}
+		cause = err
+		backoff = min(2*backoff, 2*time.Second)
+	}
+	p.failed.Add(1)
+	p.log.Error().Err(cause).Str("event_id", msg.Header.Get(jetstream.MsgIDHeader)).Msg("decision event not published after retries")
+}
+
+// wait blocks until every publish has been acknowledged or given up.
+func (p *publisher) wait() { p.done.Wait() }

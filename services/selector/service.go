@@ -1,0 +1,461 @@
+package selector
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nuid"
+	"github.com/rs/zerolog"
+
+	"github.com/nlocalmodels/orchestrator/pkg/bus"
+	"github.com/nlocalmodels/orchestrator/pkg/events"
+	"github.com/nlocalmodels/orchestrator/pkg/selection"
+	"github.com/nlocalmodels/orchestrator/pkg/telemetry"
+)
+
+// ReservationSubject carries the GPU memory reservations replicas share.
+const ReservationSubject = "orch.selector.reservations"
+
+// Version is the micro service version.
+const Version = "1.0.0"
+
+// Service is one selector replica.
+type Service struct {
+	cfg    Config
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	log    zerolog.Logger
+	now    func() time.Time
+	cache  *telemetry.Cache
+	ledger *selection.Ledger
+	reg    *registryState
+	events *publisher
+
+	snap           atomic.Pointer[snapshot]
+	catalogChanged chan struct{}
+	ready          chan struct{}
+	readyOnce      sync.Once
+
+	selections atomic.Uint64
+	errors     [5]atomic.Uint64 // by errorCodes index
+}
+
+// errorCodes are the micro error codes the selector answers with.
+var errorCodes = [5]string{bus.CodeBadRequest, bus.CodeNotFound, bus.CodeUnprocessable, bus.CodeNotReady, bus.CodeInternal}
+
+// Option tunes a Service.
+type Option func(*Service)
+
+// WithLogger sets the logger (default: zerolog's global logger).
+func WithLogger(l zerolog.Logger) Option { return func(s *Service) { s.log = l } }
+
+// WithClock replaces time.Now, for tests of staleness.
+func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
+
+// New checks cfg and prepares a selector on nc; Run starts it.
+func New(cfg Config, nc *nats.Conn, opts ...Option) (*Service, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if nc == nil {
+		return nil, fmt.Errorf("%w: no NATS connection", ErrConfig)
+	}
+	if cfg.Instance == "" {
+		cfg.Instance = defaultInstance()
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("%w: jetstream: %w", ErrConfig, err)
+	}
+	s := &Service{
+		cfg: cfg, nc: nc, js: js, now: time.Now,
+		log:            zerolog.Nop(),
+		cache:          telemetry.NewCache(),
+		ledger:         selection.NewLedger(),
+		reg:            newRegistryState(),
+		catalogChanged: make(chan struct{}, 1),
+		ready:          make(chan struct{}),
+	}
+	for _, o := range opts {
+		o(s)
+	}
+	s.log = s.log.With().Str("service", "selector").Str("instance", cfg.Instance).Logger()
+	s.events = newPublisher(js, s.log, cfg.EventBuffer, cfg.EventRetries)
+	return s, nil
+}
+
+// Ready is closed once the selector has warmed and serves requests.
+func (s *Service) Ready() <-chan struct{} { return s.ready }
+
+// Run warms the caches from the buckets and the telemetry stream, then
+// serves orch.select until ctx is done, and flushes buffered events.
+func (s *Service) Run(ctx context.Context) error {
+	runCtx, stop := context.WithCancel(ctx)
+	defer stop()
+
+	warm := newWarmup()
+	var wg sync.WaitGroup
+	watch := func(bucket string, apply func(key string, value []byte) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.watchBucket(runCtx, bucket, apply, warm.done(bucket))
+		}()
+	}
+	watch(bus.ModelsBucket, s.reg.applyModel)
+	watch(bus.CategoriesBucket, s.reg.applyCategory)
+	watch(bus.ConfigBucket, func(key string, value []byte) error {
+		if key != bus.SelectionConfigKey {
+			return nil
+		}
+		return s.reg.applyConfig(value)
+	})
+	telemetryDone := warm.done(bus.TelemetryStream)
+	consumeCtx, err := s.consumeTelemetry(runCtx, telemetryDone)
+	if err != nil {
+		return err
+	}
+	defer consumeCtx.Stop()
+
+	if s.cfg.ShareReservations {
+		sub, err := s.nc.Subscribe(ReservationSubject, s.onReservation)
+		if err != nil {
+			return fmt.Errorf("%w: subscribe %s: %w", ErrWarmup, ReservationSubject, err)
+		}
+		defer func() { _ = sub.Unsubscribe() }()
+	}
+
+	if err := warm.wait(runCtx, s.cfg.WarmupTimeout); err != nil {
+		stop()
+		wg.Wait()
+		return err
+	}
+	s.rebuild(true)
+
+	pubCtx, cancelPub := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelPub()
+	stopPub := make(chan struct{})
+	pubDone := make(chan struct{})
+	go func() {
+		defer close(pubDone)
+		s.events.run(pubCtx, stopPub)
+		s.events.wait()
+	}()
+
+	svc, err := micro.AddService(s.nc, micro.Config{
+		Name:         "selector",
+		Version:      Version,
+		Description:  "picks a model and a GPU for a task category",
+		QueueGroup:   bus.SelectQueueGroup,
+		StatsHandler: func(*micro.Endpoint) any { return s.Stats() },
+		Endpoint: &micro.EndpointConfig{
+			Subject: bus.SelectSubject,
+			Handler: micro.HandlerFunc(s.handle),
+			Metadata: map[string]string{
+				"request_schema": "selection-request", "response_schema": "selection-reply",
+			},
+		},
+	})
+	if err != nil {
+		close(stopPub)
+		<-pubDone
+		stop()
+		wg.Wait()
+		return fmt.Errorf("%w: add micro service: %w", ErrWarmup, err)
+	}
+	s.readyOnce.Do(func() { close(s.ready) })
+	snap := s.snap.Load()
+	s.log.Info().Int("gpus", snap.fleet.Len()).Bool("registry_loaded", snap.engine != nil).
+		Str("subject", bus.SelectSubject).Msg("selector ready")
+
+	s.maintain(runCtx)
+
+	_ = svc.Stop()
+	close(stopPub)
+	flush := time.AfterFunc(s.cfg.DrainTimeout, cancelPub)
+	<-pubDone
+	flush.Stop()
+	stop()
+	wg.Wait()
+	st := s.Stats()
+	s.log.Info().Uint64("selections", st.Selections).Uint64("events_published", st.EventsPublished).
+		Uint64("events_dropped", st.EventsDropped).Uint64("events_failed", st.EventsFailed).Msg("selector stopped")
+	return nil
+}
+
+// maintain rebuilds the engine after registry changes (debounced) and the
+// fleet after telemetry changes (at most every FleetRebuildInterval).
+func (s *Service) maintain(ctx context.Context) {
+	tick := time.NewTicker(s.cfg.FleetRebuildInterval)
+	defer tick.Stop()
+	var debounce <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.catalogChanged:
+			debounce = time.After(s.cfg.CatalogDebounce)
+		case <-debounce:
+			debounce = nil
+			s.rebuild(true)
+		case <-tick.C:
+			if cur := s.snap.Load(); cur == nil || cur.telemetryVersion != s.cache.Version() {
+				s.rebuild(false)
+			}
+		}
+	}
+}
+
+// rebuild compiles a new snapshot: a new engine when the registry changed,
+// and always a fleet compiled by the snapshot's engine.
+func (s *Service) rebuild(registryChanged bool) {
+	cur := s.snap.Load()
+	next := &snapshot{}
+	if cur != nil {
+		next.engine = cur.engine
+	}
+	if registryChanged {
+		eng, err := s.reg.build()
+		switch {
+		case err != nil && next.engine != nil:
+			s.log.Warn().Err(err).Msg("registry snapshot is invalid; keeping the previous one")
+		case err != nil:
+			s.log.Error().Err(err).Msg("registry is empty or invalid; answering 503 until it is fixed")
+		default:
+			next.engine = eng
+			cat := eng.Catalog()
+			cfg := eng.Config()
+			s.log.Info().Int("models", len(cat.Models)).Int("categories", len(cat.Categories)).
+				Bool("gpu_aware", cfg.GPUAware).Bool("multi_category", cfg.MultiCategory).
+				Bool("benchmark_scoring", cfg.BenchmarkScoring).Msg("registry snapshot loaded")
+		}
+	}
+	samples, version := s.cache.Samples()
+	next.telemetryVersion = version
+	if next.engine != nil {
+		next.fleet = next.engine.NewFleet(samples, s.ledger)
+	}
+	s.snap.Store(next)
+}
+
+// watchBucket applies a bucket's current values, signals warm, then keeps
+// applying changes until ctx is done.
+func (s *Service) watchBucket(ctx context.Context, bucket string, apply func(string, []byte) error, warmed func()) {
+	kv, err := s.js.KeyValue(ctx, bucket)
+	if err != nil {
+		s.log.Error().Err(err).Str("bucket", bucket).Msg("open bucket")
+		return
+	}
+	w, err := kv.WatchAll(ctx)
+	if err != nil {
+		s.log.Error().Err(err).Str("bucket", bucket).Msg("watch bucket")
+		return
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
+			if e == nil {
+				warmed()
+				continue
+			}
+			var value []byte
+			if e.Operation() == jetstream.KeyValuePut {
+				value = e.Value()
+			}
+			if err := apply(e.Key(), value); err != nil {
+				s.log.Warn().Err(err).Str("bucket", bucket).Str("key", e.Key()).Msg("ignoring undecodable value")
+				continue
+			}
+			select {
+			case s.catalogChanged <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// consumeTelemetry reads the last sample per GPU subject, then live ones.
+func (s *Service) consumeTelemetry(ctx context.Context, warmed func()) (jetstream.ConsumeContext, error) {
+	stream, err := s.js.Stream(ctx, bus.TelemetryStream)
+	if err != nil {
+		return nil, fmt.Errorf("%w: telemetry stream %s: %w", ErrWarmup, bus.TelemetryStream, err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: telemetry stream %s: %w", ErrWarmup, bus.TelemetryStream, err)
+	}
+	if info.State.Msgs == 0 {
+		warmed()
+	}
+	cons, err := s.js.OrderedConsumer(ctx, bus.TelemetryStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{bus.TelemetryWildcard},
+		DeliverPolicy:  jetstream.DeliverLastPerSubjectPolicy,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: telemetry consumer: %w", ErrWarmup, err)
+	}
+	cc, err := cons.Consume(func(msg jetstream.Msg) {
+		var sample telemetry.Sample
+		if err := json.Unmarshal(msg.Data(), &sample); err != nil {
+			s.log.Warn().Err(err).Str("subject", msg.Subject()).Msg("ignoring undecodable GPU sample")
+		} else if s.cache.Put(sample) {
+			s.ledger.Observe(sample.Key(), sample.Timestamp)
+		}
+		if md, err := msg.Metadata(); err == nil && md.NumPending == 0 {
+			warmed()
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: telemetry consumer: %w", ErrWarmup, err)
+	}
+	return cc, nil
+}
+
+func (s *Service) onReservation(m *nats.Msg) {
+	var r selection.Reservation
+	if err := json.Unmarshal(m.Data, &r); err != nil || r.ID == "" || r.GPUKey == "" {
+		s.log.Warn().Str("subject", m.Subject).Msg("ignoring malformed reservation")
+		return
+	}
+	s.ledger.Reserve(r)
+}
+
+// handle answers one selection request. Nothing here waits on NATS: the
+// reply is sent first, the event and reservation are queued.
+func (s *Service) handle(req micro.Request) {
+	start := time.Now()
+	now := s.now()
+	data := req.Data()
+	if len(data) > s.cfg.MaxRequestBytes {
+		s.fail(req, bus.CodeBadRequest, fmt.Errorf("%w: %d bytes, limit %d", ErrRequestTooLarge, len(data), s.cfg.MaxRequestBytes), nil)
+		return
+	}
+	var r selection.Request
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&r); err != nil {
+		s.fail(req, bus.CodeBadRequest, fmt.Errorf("%w: %w", ErrMalformedRequest, err), nil)
+		return
+	}
+	snap := s.snap.Load()
+	if snap == nil || snap.engine == nil {
+		s.fail(req, bus.CodeNotReady, fmt.Errorf("%w: no valid registry loaded (import one with `orchestrator registry import`)", ErrNotReady), nil)
+		return
+	}
+	seed := rand.Uint64()
+	res, err := snap.engine.Select(selection.Query{Request: r, Now: now, Seed: seed}, snap.fleet)
+	if err != nil {
+		var nc *selection.NoCandidateError
+		switch {
+		case errors.Is(err, selection.ErrInvalidRequest):
+			s.fail(req, bus.CodeBadRequest, err, nil)
+		case errors.Is(err, selection.ErrUnknownCategory):
+			s.fail(req, bus.CodeNotFound, err, nil)
+		case errors.As(err, &nc):
+			s.fail(req, bus.CodeUnprocessable, err, nc)
+		default:
+			s.fail(req, bus.CodeInternal, err, nil)
+		}
+		return
+	}
+	eventID := nuid.Next()
+	reply := res.Reply(&r, eventID, now, time.Since(start))
+	body, err := json.Marshal(&reply)
+	if err != nil {
+		s.fail(req, bus.CodeInternal, err, nil)
+		return
+	}
+	if err := req.Respond(body); err != nil {
+		s.log.Warn().Err(err).Msg("send selection reply")
+	}
+	s.selections.Add(1)
+	if res.GPU != nil {
+		s.reserve(eventID, res.GPU.Key, res.Model.GPUMemoryMB, now, snap.engine.Config().ReservationTTL())
+	}
+	s.events.enqueue(events.FromReply(&r, &reply, s.cfg.Instance))
+}
+
+func (s *Service) reserve(id, gpuKey string, mb int64, now time.Time, ttl time.Duration) {
+	r := selection.Reservation{ID: id, GPUKey: gpuKey, MemoryMB: mb, At: now, Expires: now.Add(ttl)}
+	s.ledger.Reserve(r)
+	if !s.cfg.ShareReservations {
+		return
+	}
+	if data, err := json.Marshal(r); err == nil {
+		if err := s.nc.Publish(ReservationSubject, data); err != nil {
+			s.log.Debug().Err(err).Msg("share reservation")
+		}
+	}
+}
+
+// errorReply is the JSON body of every error the selector returns.
+type errorReply struct {
+	bus.ErrorBody
+	// NoCandidate counts, per filter, what was rejected (422 only).
+	NoCandidate *selection.NoCandidateError `json:"no_candidate,omitempty"`
+}
+
+func (s *Service) fail(req micro.Request, code string, err error, nc *selection.NoCandidateError) {
+	for i, c := range errorCodes {
+		if c == code {
+			s.errors[i].Add(1)
+		}
+	}
+	msg := err.Error()
+	body, _ := json.Marshal(errorReply{ErrorBody: bus.ErrorBody{Error: msg}, NoCandidate: nc})
+	// The description travels in a header: keep it to one line.
+	desc := strings.ReplaceAll(msg, "\n", "; ")
+	if rerr := req.Error(code, desc, body); rerr != nil {
+		s.log.Warn().Err(rerr).Msg("send selection error")
+	}
+}
+
+// Stats are the selector's counters, also served by `nats micro stats selector`.
+type Stats struct {
+	Selections      uint64            `json:"selections"`
+	Errors          map[string]uint64 `json:"errors"`
+	EventsPublished uint64            `json:"events_published"`
+	EventsRetried   uint64            `json:"events_retried"`
+	EventsDropped   uint64            `json:"events_dropped"`
+	EventsFailed    uint64            `json:"events_failed"`
+	EventsBuffered  int               `json:"events_buffered"`
+	GPUs            int               `json:"gpus"`
+	Models          int               `json:"models"`
+}
+
+// Stats returns the current counters.
+func (s *Service) Stats() Stats {
+	st := Stats{
+		Selections: s.selections.Load(), Errors: map[string]uint64{},
+		EventsPublished: s.events.published.Load(), EventsRetried: s.events.retried.Load(),
+		EventsDropped: s.events.dropped.Load(), EventsFailed: s.events.failed.Load(),
+		EventsBuffered: len(s.events.queue),
+	}
+	for i, c := range errorCodes {
+		if n := s.errors[i].Load(); n > 0 {
+			st.Errors[c] = n
+		}
+	}
+	if snap := s.snap.Load(); snap != nil && snap.engine != nil {
+		st.GPUs = snap.fleet.Len()
+		st.Models = len(snap.engine.Catalog().Models)
+	}
+	return st
+}

@@ -1,0 +1,370 @@
+package selector
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/nlocalmodels/orchestrator/pkg/bus"
+	"github.com/nlocalmodels/orchestrator/pkg/catalog"
+	"github.com/nlocalmodels/orchestrator/pkg/catalog/exampledata"
+	"github.com/nlocalmodels/orchestrator/pkg/events"
+	"github.com/nlocalmodels/orchestrator/pkg/natstest"
+	"github.com/nlocalmodels/orchestrator/pkg/selection"
+	"github.com/nlocalmodels/orchestrator/pkg/telemetry"
+)
+
+// fakeClock is a settable clock shared by the test and the service.
+type fakeClock struct{ ns atomic.Int64 }
+
+func newFakeClock(t time.Time) *fakeClock {
+	c := &fakeClock{}
+	c.set(t)
+	return c
+}
+func (c *fakeClock) now() time.Time  { return time.Unix(0, c.ns.Load()) }
+func (c *fakeClock) set(t time.Time) { c.ns.Store(t.UnixNano()) }
+
+// seedRegistry writes the example registry and a config into the buckets,
+// the way the registry service stores them.
+func seedRegistry(t *testing.T, js jetstream.JetStream, cfg selection.Config) {
+	t.Helper()
+	ctx := context.Background()
+	cat, err := catalog.Parse(exampledata.RegistryFile, exampledata.Registry, exampledata.CategoriesFile, exampledata.Categories)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(bucket, key string, v any) {
+		kv, err := js.KeyValue(ctx, bucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := json.Marshal(v)
+		if _, err := kv.Put(ctx, key, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(bus.CategoriesBucket, benchmarksKey, cat.Benchmarks)
+	for _, c := range cat.Categories {
+		put(bus.CategoriesBucket, c.Name, c)
+	}
+	for _, m := range cat.Models {
+		put(bus.ModelsBucket, m.ID, m)
+	}
+	put(bus.ConfigBucket, bus.SelectionConfigKey, cfg)
+}
+
+func publishSample(t *testing.T, js jetstream.JetStream, s telemetry.Sample) {
+	t.Helper()
+	data, _ := json.Marshal(s)
+	if _, err := js.Publish(context.Background(), bus.TelemetrySubject(s.Host, s.Index), data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func gpuSample(host string, index int, at time.Time) telemetry.Sample {
+	return telemetry.Sample{Host: host, Index: index, UUID: "GPU-" + host, Name: "NVIDIA A100-SXM4-80GB", Timestamp: at, Source: "simulated",
+		MemoryTotalMB: 81920, MemoryUsedMB: 1920, MemoryFreeMB: 80000, UtilizationGPUPct: 10, TemperatureC: 40, PowerW: 90, PowerLimitW: 400, Healthy: true}
+}
+
+// startSelector runs a selector until the test ends and waits until it is ready.
+func startSelector(t *testing.T, nc *nats.Conn, clock *fakeClock, tweak func(*Config)) *Service {
+	t.Helper()
+	cfg := DefaultConfig()
+	cfg.FleetRebuildInterval = 10 * time.Millisecond
+	cfg.CatalogDebounce = 5 * time.Millisecond
+	cfg.WarmupTimeout = 10 * time.Second
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	svc, err := New(cfg, nc, WithClock(clock.now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	select {
+	case <-svc.Ready():
+	case err := <-done:
+		t.Fatalf("selector stopped before ready: %v", err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("selector not ready after 15s")
+	}
+	return svc
+}
+
+// selectRaw sends a raw request and returns the reply or the micro error code.
+func selectRaw(t *testing.T, nc *nats.Conn, body []byte) (selection.Reply, string, errorReply) {
+	t.Helper()
+	msg, err := nc.Request(bus.SelectSubject, body, 5*time.Second)
+	if err != nil {
+		t.Fatalf("request: %v", err)
+	}
+	if code := msg.Header.Get(micro.ErrorCodeHeader); code != "" {
+		var er errorReply
+		if err := json.Unmarshal(msg.Data, &er); err != nil {
+			t.Fatalf("error body %q: %v", msg.Data, err)
+		}
+		return selection.Reply{}, code, er
+	}
+	var rep selection.Reply
+	if err := json.Unmarshal(msg.Data, &rep); err != nil {
+		t.Fatalf("reply %q: %v", msg.Data, err)
+	}
+	return rep, "", errorReply{}
+}
+
+func selectJSON(t *testing.T, nc *nats.Conn, req selection.Request) (selection.Reply, string, errorReply) {
+	t.Helper()
+	body, _ := json.Marshal(req)
+	return selectRaw(t, nc, body)
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestSelectorAnswersAndPublishesEvents(t *testing.T) {
+	_, nc := natstest.Start(t)
+	js := natstest.JetStream(t, nc)
+	now := time.Now().UTC()
+	clock := newFakeClock(now)
+	seedRegistry(t, js, selection.DefaultConfig())
+	for i := range 8 { // room for all 20 placements' reservations
+		publishSample(t, js, gpuSample("node-a", i, now))
+	}
+	svc := startSelector(t, nc, clock, nil)
+
+	const n = 20
+	ids := map[string]bool{}
+	for i := range n {
+		rep, code, er := selectJSON(t, nc, selection.Request{RequestID: "r" + string(rune('a'+i)), TaskCategory: "code"})
+		if code != "" {
+			t.Fatalf("error %s: %+v", code, er)
+		}
+		if rep.Mode != selection.ModeGPUAware || rep.GPU == nil || rep.Degraded || rep.EventID == "" {
+			t.Fatalf("reply %+v", rep)
+		}
+		ids[rep.EventID] = true
+	}
+	stream, err := js.Stream(context.Background(), bus.SelectionStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "20 events in the stream", func() bool {
+		info, err := stream.Info(context.Background())
+		return err == nil && info.State.Msgs == n
+	})
+	cons, err := stream.OrderedConsumer(context.Background(), jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for msg := range batch.Messages() {
+		var ev events.SelectionEvent
+		if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+			t.Fatal(err)
+		}
+		if !ids[ev.EventID] || msg.Headers().Get(jetstream.MsgIDHeader) != ev.EventID || ev.TaskCategory != "code" || ev.GPUID == nil || ev.Request.TaskCategory != "code" {
+			t.Fatalf("event %+v does not match a reply", ev)
+		}
+		got++
+	}
+	if got != n {
+		t.Fatalf("read %d events, want %d", got, n)
+	}
+	if st := svc.Stats(); st.Selections != n || st.EventsPublished != n || st.EventsDropped != 0 || st.GPUs != 8 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+func TestSelectorErrorsKeepServing(t *testing.T) {
+	_, nc := natstest.Start(t)
+	js := natstest.JetStream(t, nc)
+	clock := newFakeClock(time.Now())
+	seedRegistry(t, js, selection.DefaultConfig())
+	svc := startSelector(t, nc, clock, func(c *Config) { c.MaxRequestBytes = 1024 })
+	tests := []struct {
+		name string
+		body string
+		code string
+		want string
+	}{
+		{"invalid JSON", `{"task_category":`, bus.CodeBadRequest, "malformed"},
+		{"unknown field", `{"task_category":"code","colour":"red"}`, bus.CodeBadRequest, "colour"},
+		{"unknown category", `{"task_category":"poetry"}`, bus.CodeNotFound, `"poetry"`},
+		{"impossible constraints", `{"task_category":"code","constraints":{"max_gpu_memory_mb":10}}`, bus.CodeUnprocessable, "max_gpu_memory_mb"},
+		{"bad value", `{"task_category":"code","constraints":{"min_score":7}}`, bus.CodeBadRequest, "min_score"},
+		{"oversized", `{"task_category":"code","request_id":"` + strings.Repeat("x", 2000) + `"}`, bus.CodeBadRequest, "too large"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, code, er := selectRaw(t, nc, []byte(tt.body))
+			if code != tt.code || !strings.Contains(er.Error, tt.want) {
+				t.Fatalf("code %q body %+v, want %s mentioning %q", code, er, tt.code, tt.want)
+			}
+			if tt.code == bus.CodeUnprocessable && (er.NoCandidate == nil || er.NoCandidate.ModelRejects["max_gpu_memory_mb"] == 0) {
+				t.Errorf("422 body lacks the per-filter counts: %+v", er)
+			}
+			// The service keeps serving.
+			if _, code, er := selectJSON(t, nc, selection.Request{TaskCategory: "math"}); code != "" {
+				t.Fatalf("valid request after %s failed: %s %+v", tt.name, code, er)
+			}
+		})
+	}
+	if st := svc.Stats(); st.Errors[bus.CodeBadRequest] != 4 || st.Errors[bus.CodeNotFound] != 1 || st.Errors[bus.CodeUnprocessable] != 1 {
+		t.Errorf("error counters %+v", st.Errors)
+	}
+}
+
+func TestSelectorNotReadyWithoutRegistry(t *testing.T) {
+	_, nc := natstest.Start(t)
+	startSelector(t, nc, newFakeClock(time.Now()), nil)
+	_, code, er := selectJSON(t, nc, selection.Request{TaskCategory: "code"})
+	if code != bus.CodeNotReady || !strings.Contains(er.Error, "no valid registry") {
+		t.Fatalf("code %q %+v, want 503", code, er)
+	}
+}
+
+func TestSelectorConfigChangesApplyLive(t *testing.T) {
+	_, nc := natstest.Start(t)
+	js := natstest.JetStream(t, nc)
+	now := time.Now()
+	seedRegistry(t, js, selection.DefaultConfig())
+	publishSample(t, js, gpuSample("node-a", 0, now))
+	startSelector(t, nc, newFakeClock(now), nil)
+	if rep, _, _ := selectJSON(t, nc, selection.Request{TaskCategory: "code"}); rep.Mode != selection.ModeGPUAware {
+		t.Fatalf("mode %s before the switch", rep.Mode)
+	}
+	off := selection.DefaultConfig()
+	off.GPUAware = false // the seed's rollback: disable GPU monitoring
+	seedRegistry(t, js, off)
+	eventually(t, "the next reply to be multi_category", func() bool {
+		rep, _, _ := selectJSON(t, nc, selection.Request{TaskCategory: "code"})
+		return rep.Mode == selection.ModeMultiCategory && rep.GPU == nil && strings.Contains(rep.Reason, "gpu_aware is switched off")
+	})
+}
+
+func TestSelectorRestartWarmsBeforeAnswering(t *testing.T) {
+	_, nc := natstest.Start(t)
+	js := natstest.JetStream(t, nc)
+	now := time.Now()
+	seedRegistry(t, js, selection.DefaultConfig())
+	for i := range 4 {
+		publishSample(t, js, gpuSample("node-b", i, now))
+	}
+	// Stop a first selector, then start a second: its very first answer must
+	// already know the registry and the four GPUs.
+	first, err := New(DefaultConfig(), nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- first.Run(ctx) }()
+	<-first.Ready()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	second := startSelector(t, nc, newFakeClock(now), nil)
+	rep, code, er := selectJSON(t, nc, selection.Request{TaskCategory: "code"})
+	if code != "" || rep.Mode != selection.ModeGPUAware || rep.GPU == nil || rep.GPU.Host != "node-b" {
+		t.Fatalf("first reply after restart: %s %+v %+v", code, er, rep)
+	}
+	if st := second.Stats(); st.GPUs != 4 {
+		t.Errorf("warmed with %d GPUs, want 4", st.GPUs)
+	}
+}
+
+func TestSelectorStaleTelemetryDegrades(t *testing.T) {
+	_, nc := natstest.Start(t)
+	js := natstest.JetStream(t, nc)
+	now := time.Now()
+	clock := newFakeClock(now)
+	seedRegistry(t, js, selection.DefaultConfig())
+	publishSample(t, js, gpuSample("node-a", 0, now))
+	startSelector(t, nc, clock, nil)
+	if rep, _, _ := selectJSON(t, nc, selection.Request{TaskCategory: "code"}); rep.GPU == nil {
+		t.Fatal("no GPU while telemetry is fresh")
+	}
+	// The agent stops publishing; past stale_after its GPU is never chosen.
+	clock.set(now.Add(selection.DefaultConfig().StaleAfter() + time.Second))
+	rep, code, _ := selectJSON(t, nc, selection.Request{TaskCategory: "code"})
+	if code != "" || rep.GPU != nil || !rep.Degraded || rep.Mode != selection.ModeMultiCategory {
+		t.Fatalf("after the threshold: %s %+v", code, rep)
+	}
+}
+
+func TestReplicasShareReservations(t *testing.T) {
+	srv, nc := natstest.Start(t)
+	js := natstest.JetStream(t, nc)
+	now := time.Now()
+	seedRegistry(t, js, selection.DefaultConfig())
+	publishSample(t, js, gpuSample("node-a", 0, now))
+	clock := newFakeClock(now)
+	a := startSelector(t, nc, clock, nil)
+	b := startSelector(t, natstest.Connect(t, srv), clock, nil)
+	var reserved int64
+	for range 4 {
+		rep, code, _ := selectJSON(t, nc, selection.Request{TaskCategory: "code"})
+		if code == "" && rep.GPU != nil {
+			reserved += rep.GPUMemoryMB
+		}
+	}
+	key := telemetry.Key("node-a", 0)
+	eventually(t, "both replicas to hold every reservation", func() bool {
+		return a.ledger.ReservedMB(key, clock.now()) == reserved && b.ledger.ReservedMB(key, clock.now()) == reserved
+	})
+	if reserved == 0 {
+		t.Fatal("nothing was placed")
+	}
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	_, nc := natstest.Start(t)
+	tests := []struct {
+		name  string
+		tweak func(*Config)
+	}{
+		{"zero request limit", func(c *Config) { c.MaxRequestBytes = 0 }},
+		{"zero buffer", func(c *Config) { c.EventBuffer = 0 }},
+		{"negative retries", func(c *Config) { c.EventRetries = -1 }},
+		{"zero rebuild interval", func(c *Config) { c.FleetRebuildInterval = 0 }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			tt.tweak(&cfg)
+			if _, err := New(cfg, nc); !errors.Is(err, ErrConfig) {
+				t.Fatalf("err = %v, want ErrConfig", err)
+			}
+		})
+	}
+}
