@@ -1,10 +1,16 @@
 package events
 
-import "github.com/nlocalmodels/orchestrator/pkg/selection"
+import (
+	"time"
+
+	"github.com/nlocalmodels/orchestrator/pkg/selection"
+	"github.com/nlocalmodels/orchestrator/pkg/telemetry"
+)
 
 // FromReply builds the decision event of a reply to req, decided by the
-// selector instance named selector.
-func FromReply(req *selection.Request, rep *selection.Reply, selector string) SelectionEvent {
+// selector instance named selector on fleet at now: the GPUs of the reply
+// and its alternatives are recorded with their reservations.
+func FromReply(req *selection.Request, rep *selection.Reply, selector string, fleet *selection.Fleet, now time.Time) SelectionEvent {
 	ev := SelectionEvent{
 		Timestamp:           rep.Timestamp,
 		TaskCategory:        rep.TaskCategory,
@@ -31,6 +37,26 @@ func FromReply(req *selection.Request, rep *selection.Reply, selector string) Se
 		ev.GPUID = &id
 		ev.Host = rep.GPU.Host
 		ev.GPUUUID = rep.GPU.UUID
+		ev.GPUs = appendGPU(ev.GPUs, fleet, rep.GPU, now)
+	}
+	for _, a := range rep.Alternatives {
+		if a.GPU != nil {
+			ev.GPUs = appendGPU(ev.GPUs, fleet, a.GPU, now)
+		}
 	}
 	return ev
+}
+
+func appendGPU(list []GPUState, fleet *selection.Fleet, ref *selection.GPURef, now time.Time) []GPUState {
+	key := telemetry.Key(ref.Host, ref.Index)
+	for _, g := range list {
+		if g.Sample.Key() == key {
+			return list
+		}
+	}
+	g, ok := fleet.Lookup(key)
+	if !ok {
+		return list
+	}
+	return append(list, GPUState{Sample: g.Sample, ReservedMB: fleet.ReservedMB(g, now)})
 }

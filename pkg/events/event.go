@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nlocalmodels/orchestrator/pkg/selection"
+	"github.com/nlocalmodels/orchestrator/pkg/telemetry"
 )
 
 // SelectionEvent is the seed's SelectionMetrics plus what replay and analysis
@@ -38,7 +39,17 @@ type SelectionEvent struct {
 	TelemetryAgeMs float64 `json:"telemetry_age_ms"`
 	// Selector names the selector instance that decided.
 	Selector string `json:"selector,omitempty"`
-	// Request and TieSeed are the decision's inputs, kept for replay and what-if.
+	// Request, TieSeed and GPUs are the decision's inputs, kept for replay
+	// and what-if.
 	Request selection.Request `json:"request"`
 	TieSeed uint64            `json:"tie_seed"`
+	// GPUs are the samples of the chosen GPU and of each alternative's GPU as
+	// the decision saw them, with the memory reserved on them then.
+	GPUs []GPUState `json:"gpus,omitempty"`
+}
+
+// GPUState is a GPU sample plus the memory reservations held on it.
+type GPUState struct {
+	Sample     telemetry.Sample `json:"sample"`
+	ReservedMB int64            `json:"reserved_mb"`
 }

@@ -66,6 +66,7 @@ var (
 		RequestedMode: selection.ModeGPUAware, Mode: selection.ModeGPUAware, Degraded: true,
 		Reason: "best code quality", Scores: scores, Alternatives: []selection.Alternative{alt},
 		TelemetryAgeMs: 812.5, Selector: "selector-7f9c", Request: request, TieSeed: 7,
+		GPUs: []events.GPUState{{Sample: sample, ReservedMB: 20000}},
 	}
 )
 

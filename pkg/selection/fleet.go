@@ -3,6 +3,7 @@ package selection
 import (
 	"cmp"
 	"slices"
+	"time"
 
 	"github.com/nlocalmodels/orchestrator/pkg/telemetry"
 )
@@ -27,6 +28,7 @@ type GPU struct {
 // first.
 type Fleet struct {
 	gpus   []GPU
+	byKey  map[string]int
 	ledger *Ledger
 	params placementParams
 	// newestNanos is the newest sample's time: if even it is stale, the
@@ -83,7 +85,29 @@ func (e *Engine) NewFleet(samples []telemetry.Sample, ledger *Ledger) *Fleet {
 		}
 		return cmp.Compare(a.Key, b.Key)
 	})
+	clear(seen)
+	for i := range f.gpus {
+		seen[f.gpus[i].Key] = i
+	}
+	f.byKey = seen
 	return f
+}
+
+// Lookup finds a GPU by key ("<host>/<index>").
+func (f *Fleet) Lookup(key string) (*GPU, bool) {
+	if f == nil {
+		return nil, false
+	}
+	i, ok := f.byKey[key]
+	if !ok {
+		return nil, false
+	}
+	return &f.gpus[i], true
+}
+
+// ReservedMB is the memory reserved on g at now.
+func (f *Fleet) ReservedMB(g *GPU, now time.Time) int64 {
+	return f.ledger.reservedAt(g.slot, now.UnixNano())
 }
 
 // GPUs returns the fleet's GPUs, best placement bound first. Do not modify them.

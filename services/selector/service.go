@@ -386,10 +386,12 @@ func (s *Service) handle(req micro.Request) {
 		s.log.Warn().Err(err).Msg("send selection reply")
 	}
 	s.selections.Add(1)
+	// The event records the reservations as the decision saw them: before its own.
+	ev := events.FromReply(&r, &reply, s.cfg.Instance, snap.fleet, now)
 	if res.GPU != nil {
 		s.reserve(eventID, res.GPU.Key, res.Model.GPUMemoryMB, now, snap.engine.Config().ReservationTTL())
 	}
-	s.events.enqueue(events.FromReply(&r, &reply, s.cfg.Instance))
+	s.events.enqueue(ev)
 }
 
 func (s *Service) reserve(id, gpuKey string, mb int64, now time.Time, ttl time.Duration) {
