@@ -111,6 +111,9 @@ func connOptions(cfg ConnConfig, name string) ([]nats.Option, error) {
 		nats.PingInterval(pingInterval),
 		nats.MaxPingsOutstanding(maxPingsOut),
 		nats.DisconnectErrHandler(func(nc *nats.Conn, err error) {
+			if nc.IsClosed() {
+				return // a deliberate Close or Drain; ClosedHandler logs it
+			}
 			ev := lg.Warn().Str("url", RedactURL(nc.ConnectedUrl()))
 			if err != nil {
 				ev = ev.Err(err)

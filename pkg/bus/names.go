@@ -37,10 +37,9 @@ const (
 	ModelsBucket     = "orch_models"
 	CategoriesBucket = "orch_categories"
 	ConfigBucket     = "orch_config"
-	// ReservationsBucket holds the GPU memory reservations selector replicas
-	// share; entries expire on their own (bucket TTL) so a dead replica's
-	// reservations do not outlive it.
-	ReservationsBucket = "orch_reservations"
+	// ReservationSubject carries the GPU memory reservations selector
+	// replicas share (core NATS: each replica applies every other's).
+	ReservationSubject = "orch.selector.reservations"
 	// SelectionConfigKey is the config bucket key of the selection config.
 	SelectionConfigKey = "selection"
 )

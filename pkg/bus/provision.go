@@ -21,8 +21,6 @@ const (
 	DefaultSelectionMaxAge = 30 * 24 * time.Hour
 	// RegistryHistory is the number of revisions kept per registry key.
 	RegistryHistory = 16
-	// ReservationTTL expires a GPU memory reservation nobody renewed.
-	ReservationTTL = 60 * time.Second
 )
 
 // maxReplicas is JetStream's limit on stream replicas.
@@ -49,7 +47,7 @@ func WithSelectionMaxAge(d time.Duration) ProvisionOption {
 
 // Provision creates or updates the orchestrator's streams (TelemetryStream,
 // SelectionStream) and KV buckets (ModelsBucket, CategoriesBucket,
-// ConfigBucket, ReservationsBucket). Running it again is harmless: existing
+// ConfigBucket). Running it again is harmless: existing
 // data is kept and settings are brought to the ones given.
 func Provision(ctx context.Context, js jetstream.JetStream, opts ...ProvisionOption) error {
 	o := provisionOptions{replicas: 1, selectionMaxAge: DefaultSelectionMaxAge}
@@ -93,7 +91,6 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ...ProvisionOpt
 		{Bucket: ModelsBucket, Description: "model registry", History: RegistryHistory},
 		{Bucket: CategoriesBucket, Description: "task categories and benchmark weights", History: RegistryHistory},
 		{Bucket: ConfigBucket, Description: "live selection config", History: RegistryHistory},
-		{Bucket: ReservationsBucket, Description: "GPU memory reservations shared by selectors", History: 1, TTL: ReservationTTL},
 	}
 	for _, cfg := range buckets {
 		cfg.Storage = jetstream.FileStorage

@@ -34,7 +34,7 @@ func TestProvisionCreatesExactlyTheContract(t *testing.T) {
 
 	want := []string{
 		"KV_" + bus.CategoriesBucket, "KV_" + bus.ConfigBucket, "KV_" + bus.ModelsBucket,
-		"KV_" + bus.ReservationsBucket, bus.SelectionStream, bus.TelemetryStream,
+		bus.SelectionStream, bus.TelemetryStream,
 	}
 	slices.Sort(want)
 	if got := streamNames(t, js); !slices.Equal(got, want) {
@@ -88,7 +88,6 @@ func TestProvisionCreatesExactlyTheContract(t *testing.T) {
 		{bus.ModelsBucket, 16, 0},
 		{bus.CategoriesBucket, 16, 0},
 		{bus.ConfigBucket, 16, 0},
-		{bus.ReservationsBucket, 1, 60 * time.Second},
 	}
 	for _, tc := range buckets {
 		t.Run("bucket "+tc.name, func(t *testing.T) {

@@ -125,6 +125,9 @@ func (s *Service) openSource() (Source, error) {
 			return src, nil
 		}
 		if !s.cfg.Simulate {
+			if errors.Is(err, ErrNVMLUnavailable) {
+				return nil, fmt.Errorf("%w; set TELEMETRY_SOURCE=simulated to simulate GPUs", err)
+			}
 			return nil, fmt.Errorf("no NVIDIA driver (NVML init failed: %w); set TELEMETRY_SOURCE=simulated to simulate GPUs", err)
 		}
 		s.log.Warn().Err(err).Msg("no NVIDIA driver: simulating GPUs as TELEMETRY_SIMULATE asks")

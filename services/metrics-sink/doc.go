@@ -14,4 +14,9 @@
 // (pgx) for a postgres:// URL; see OpenStore. The seed's three analysis
 // queries are built-in reports (Reports, Store.Report); SQLite runs their text
 // as written.
+//
+// Run also serves the micro service "metrics-sink" (queue group
+// metrics-sink) under orch.sink: reports.list, reports.run, recent and stats
+// (see SubjectReportsList and its neighbours for the bodies). ListReports,
+// RunReport, Recent and FetchStats are the Go client of those endpoints.
 package metricssink

@@ -29,6 +29,21 @@ var (
 	ErrConfig = errors.New("metricssink: bad config")
 	// ErrConsumer: the durable consumer could not be created or read.
 	ErrConsumer = errors.New("metricssink: consumer failed")
+	// ErrService: the micro service could not be started or stopped.
+	ErrService = errors.New("metricssink: micro service failed")
+
+	// Errors of the micro endpoints; each is one error code of the reply,
+	// and the client helpers return the same sentinel for that code.
+
+	// ErrBadRequest (400): a request body or value the endpoint cannot take.
+	ErrBadRequest = errors.New("metricssink: bad request")
+	// ErrUnavailable (503): the database failed to answer.
+	ErrUnavailable = errors.New("metricssink: database unavailable")
+	// ErrEncodeReply (500): the answer could not be encoded as JSON.
+	ErrEncodeReply = errors.New("metricssink: cannot encode reply")
+	// ErrRequest: a client request failed; every client helper error wraps
+	// it (no responder, timeout, an error reply, an undecodable reply).
+	ErrRequest = errors.New("metricssink: request failed")
 )
 
 // RowError is an Insert failure caused by one event of the batch: the
@@ -46,3 +61,28 @@ func (e *RowError) Error() string {
 
 // Unwrap lets errors.Is match both ErrBadRow and the driver's error.
 func (e *RowError) Unwrap() []error { return []error{ErrBadRow, e.Err} }
+
+// RemoteError is an error reply of a metrics-sink endpoint, as the client
+// helpers return it. errors.Is matches ErrRequest and the sentinel of its
+// code: ErrBadRequest, ErrUnknownReport, ErrUnavailable or ErrEncodeReply.
+type RemoteError struct {
+	Subject string
+	// Code is the micro error code (bus.CodeBadRequest ...).
+	Code string
+	// Message is the error the sink gave (bus.ErrorBody.Error).
+	Message string
+}
+
+func (e *RemoteError) Error() string {
+	return fmt.Sprintf("%v: %s: error %s: %s", ErrRequest, e.Subject, e.Code, e.Message)
+}
+
+// Unwrap lets errors.Is match ErrRequest and the code's sentinel.
+func (e *RemoteError) Unwrap() []error {
+	for _, c := range errorCodes {
+		if c.code == e.Code {
+			return []error{ErrRequest, c.err}
+		}
+	}
+	return []error{ErrRequest}
+}

@@ -3,6 +3,7 @@ package metricssink
 import (
 	"context"
 	"crypto/rand"
+	"database/sql"
 	"encoding/hex"
 	"fmt"
 	"net/url"
@@ -175,4 +176,34 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// queryAll runs q on db and returns its columns and every row as scanned.
+func queryAll(t *testing.T, db *sql.DB, q string) ([]string, [][]any) {
+	t.Helper()
+	rows, err := db.QueryContext(testCtx(t), q)
+	if err != nil {
+		t.Fatalf("query fails on SQLite: %v\n%s", err, q)
+	}
+	defer func() { _ = rows.Close() }()
+	cols, err := rows.Columns()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got [][]any
+	for rows.Next() {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		if err := rows.Scan(ptrs...); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, vals)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return cols, got
 }

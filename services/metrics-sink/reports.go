@@ -102,13 +102,20 @@ func Reports() []ReportInfo {
 	return out
 }
 
-func lookupReport(name string) (reportDef, error) {
+// reportNames lists the names of the built-in reports, for error messages.
+func reportNames() string {
 	names := make([]string, len(reportDefs))
 	for i, d := range reportDefs {
+		names[i] = d.Name
+	}
+	return strings.Join(names, ", ")
+}
+
+func lookupReport(name string) (reportDef, error) {
+	for _, d := range reportDefs {
 		if d.Name == name {
 			return d, nil
 		}
-		names[i] = d.Name
 	}
-	return reportDef{}, fmt.Errorf("%w %q (valid: %s)", ErrUnknownReport, name, strings.Join(names, ", "))
+	return reportDef{}, fmt.Errorf("%w %q (valid: %s)", ErrUnknownReport, name, reportNames())
 }

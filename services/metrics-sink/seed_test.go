@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -52,30 +53,7 @@ func TestSeedSQLRunsOnSQLite(t *testing.T) {
 		ReportPerformanceByCategory:      seedPerformanceByCategorySQL,
 	} {
 		t.Run(name, func(t *testing.T) {
-			rows, err := st.DB().QueryContext(ctx, q)
-			if err != nil {
-				t.Fatalf("seed query fails on SQLite: %v", err)
-			}
-			defer func() { _ = rows.Close() }()
-			cols, err := rows.Columns()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got [][]any
-			for rows.Next() {
-				vals := make([]any, len(cols))
-				ptrs := make([]any, len(cols))
-				for i := range vals {
-					ptrs[i] = &vals[i]
-				}
-				if err := rows.Scan(ptrs...); err != nil {
-					t.Fatal(err)
-				}
-				got = append(got, vals)
-			}
-			if err := rows.Err(); err != nil {
-				t.Fatal(err)
-			}
+			cols, got := queryAll(t, st.DB(), q)
 			checkReport(t, name, cols, got)
 		})
 	}
@@ -120,18 +98,21 @@ func TestSQLiteFile(t *testing.T) {
 
 func TestOpenStoreURLs(t *testing.T) {
 	dir := t.TempDir()
-	t.Chdir(dir) // "" opens DefaultDatabaseURL relative to the working directory
+	t.Chdir(dir) // relative paths open files in the working directory
+	field, _ := reflect.TypeFor[Config]().FieldByName("DatabaseURL")
+	binaryDefault := field.Tag.Get("default")
 	cases := []struct {
 		name    string
 		url     string
 		file    string // the SQLite file that must exist afterwards
 		wantErr error
 	}{
-		{"empty means the default file", "", filepath.Join(dir, DefaultDatabaseURL), nil},
+		{"default of the binary", binaryDefault, filepath.Join(dir, binaryDefault), nil},
 		{"sqlite: prefix", "sqlite:" + filepath.Join(dir, "a.db"), filepath.Join(dir, "a.db"), nil},
 		{"sqlite:// prefix", "sqlite://" + filepath.Join(dir, "b.db"), filepath.Join(dir, "b.db"), nil},
 		{"plain path", filepath.Join(dir, "c.db"), filepath.Join(dir, "c.db"), nil},
 		{"relative path", "rel/d.db", filepath.Join(dir, "rel", "d.db"), nil},
+		{"empty URL", "", "", ErrDatabaseURL},
 		{"unknown scheme", "mysql://user@host/db", "", ErrDatabaseURL},
 		{"empty sqlite path", "sqlite:", "", ErrDatabaseURL},
 		{"query in a sqlite path", "sqlite:x.db?mode=ro", "", ErrDatabaseURL},

@@ -25,6 +25,8 @@ const (
 	DefaultRetryMax    = 10 * time.Second
 	DefaultLagInterval = 5 * time.Second
 	DefaultRateWindow  = 10 * time.Second
+	// DefaultRequestTimeout bounds one endpoint request's database work.
+	DefaultRequestTimeout = 30 * time.Second
 	// MaxBatchSize bounds one transaction and one pull request.
 	MaxBatchSize = 10000
 	// ackPendingBatches: the consumer lets this many batches be in flight,
@@ -36,7 +38,9 @@ const (
 )
 
 // Config configures the metrics-sink (envconfig prefix SINK_; the embedded
-// NATS settings read NATS_URL etc., SINK_NATS_URL first).
+// NATS settings read NATS_URL etc., SINK_NATS_URL first). The default tags
+// are the defaults of the binary; for a Config built in Go, New gives a zero
+// setting its Default* value where the sink needs one.
 type Config struct {
 	// DatabaseURL: a SQLite file ("sqlite:PATH" or a plain path) or a
 	// postgres:// URL. Read by OpenStore; New takes the opened store.
@@ -53,15 +57,16 @@ type Config struct {
 	LagInterval time.Duration `envconfig:"LAG_INTERVAL" default:"5s"`
 	// RateWindow is the window of Stats.IngestRate.
 	RateWindow time.Duration `envconfig:"RATE_WINDOW" default:"10s"`
-	// Provision runs bus.Provision at start so a fresh NATS works; turn it
-	// off for accounts that may not create streams (see `orchestrator provision`).
+	// RequestTimeout bounds the database work of one endpoint request.
+	RequestTimeout time.Duration `envconfig:"REQUEST_TIMEOUT" default:"30s"`
+	// Provision makes Run call bus.Provision first so a fresh NATS works; turn
+	// it off for accounts that may not create streams (see `orchestrator provision`).
 	Provision bool `envconfig:"PROVISION" default:"true"`
-	// DrainTimeout bounds draining the NATS connection at shutdown.
-	DrainTimeout time.Duration `envconfig:"DRAIN_TIMEOUT" default:"10s"`
-	// StatsInterval is how often the binary logs Stats; 0 turns it off.
+	// StatsInterval is how often Run logs Stats; 0 turns it off.
 	StatsInterval time.Duration `envconfig:"STATS_INTERVAL" default:"1m"`
-	// LogLevel is a zerolog level name.
-	LogLevel string `envconfig:"LOG_LEVEL" default:"info"`
+	// DrainTimeout bounds draining the NATS connection at shutdown (the
+	// binary's; the all-in-one drains its own connection).
+	DrainTimeout time.Duration `envconfig:"DRAIN_TIMEOUT" default:"10s"`
 
 	bus.ConnConfig
 }
@@ -69,7 +74,8 @@ type Config struct {
 // Option tunes a Service.
 type Option func(*Service)
 
-// WithLogger sets the service's logger (default: zerolog's global logger).
+// WithLogger sets the service's logger (default: zerolog's global logger);
+// logging.New(ServiceName) names the service in every line.
 func WithLogger(l zerolog.Logger) Option {
 	return func(s *Service) { s.log = l }
 }
@@ -88,12 +94,15 @@ type Service struct {
 // an error wrapping ErrConfig for each setting that cannot work.
 func (cfg Config) WithDefaults() (Config, error) {
 	var errs []error
+	negative := func(field string, v time.Duration) bool {
+		if v < 0 {
+			errs = append(errs, fmt.Errorf("%w: %s %s is negative", ErrConfig, field, v))
+		}
+		return v < 0
+	}
 	def := func(field string, v *time.Duration, d time.Duration) {
-		switch {
-		case *v == 0:
+		if !negative(field, *v) && *v == 0 {
 			*v = d
-		case *v < 0:
-			errs = append(errs, fmt.Errorf("%w: %s %s is negative", ErrConfig, field, *v))
 		}
 	}
 	def("SINK_BATCH_WAIT", &cfg.BatchWait, DefaultBatchWait)
@@ -101,6 +110,11 @@ func (cfg Config) WithDefaults() (Config, error) {
 	def("SINK_RETRY_MAX", &cfg.RetryMax, DefaultRetryMax)
 	def("SINK_LAG_INTERVAL", &cfg.LagInterval, DefaultLagInterval)
 	def("SINK_RATE_WINDOW", &cfg.RateWindow, DefaultRateWindow)
+	def("SINK_REQUEST_TIMEOUT", &cfg.RequestTimeout, DefaultRequestTimeout)
+	// Zero is valid here: it turns the stats lines off, and DrainTimeout
+	// serves the binary only, which takes its default tag.
+	negative("SINK_STATS_INTERVAL", cfg.StatsInterval)
+	negative("SINK_DRAIN_TIMEOUT", cfg.DrainTimeout)
 	switch {
 	case cfg.BatchSize == 0:
 		cfg.BatchSize = DefaultBatchSize
@@ -130,7 +144,6 @@ func New(cfg Config, js jetstream.JetStream, store Store, opts ...Option) (*Serv
 	for _, o := range opts {
 		o(s)
 	}
-	s.log = s.log.With().Str("service", "metrics-sink").Logger()
 	s.stats.meter = newRateMeter(cfg.RateWindow, time.Now())
 	return s, nil
 }
@@ -161,18 +174,37 @@ func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
 // returns nil) or the NATS connection is closed. Each batch is written in one
 // transaction and its messages are acked only after the commit; a failed
 // commit naks them with a delay and is retried with backoff.
-func (s *Service) Run(ctx context.Context) error {
+//
+// Alongside the consumer it serves the micro service ServiceName (the
+// endpoints under SubjectPrefix), stopped when Run returns, and logs Stats
+// every StatsInterval. With Provision set it first creates the streams.
+func (s *Service) Run(ctx context.Context) (err error) {
+	if s.cfg.Provision {
+		if perr := bus.Provision(ctx, s.js); perr != nil {
+			return fmt.Errorf("%w (set SINK_PROVISION=false where the streams are provisioned elsewhere)", perr)
+		}
+	}
 	cons, err := s.consumer(ctx)
 	if err != nil {
 		return err
 	}
+	svc, err := s.startService(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if serr := svc.Stop(); serr != nil {
+			err = errors.Join(err, fmt.Errorf("%w: stop %s: %w", ErrService, ServiceName, serr))
+		}
+	}()
 	s.log.Info().Str("stream", bus.SelectionStream).Str("consumer", bus.SinkConsumer).
-		Int("batch_size", s.cfg.BatchSize).Dur("batch_wait", s.cfg.BatchWait).Msg("metrics-sink consuming")
+		Int("batch_size", s.cfg.BatchSize).Dur("batch_wait", s.cfg.BatchWait).
+		Str("endpoints", SubjectPrefix+".>").Msg("metrics-sink consuming")
 
 	var wg sync.WaitGroup
-	lagCtx, stopLag := context.WithCancel(ctx)
+	bgCtx, stopBg := context.WithCancel(ctx)
 	defer func() {
-		stopLag()
+		stopBg()
 		wg.Wait()
 	}()
 	var consMu sync.Mutex // cons is replaced when the consumer had to be recreated
@@ -181,7 +213,10 @@ func (s *Service) Run(ctx context.Context) error {
 		defer consMu.Unlock()
 		return cons
 	}
-	wg.Go(func() { s.watchLag(lagCtx, current) })
+	wg.Go(func() { s.watchLag(bgCtx, current) })
+	if s.cfg.StatsInterval > 0 {
+		wg.Go(func() { s.logStats(bgCtx) })
+	}
 
 	backoff := retryMin
 	for ctx.Err() == nil {
@@ -211,7 +246,7 @@ func (s *Service) Run(ctx context.Context) error {
 		}
 		backoff = retryMin
 	}
-	s.log.Info().Msg("metrics-sink stopped")
+	s.log.Info().Interface("stats", s.Stats()).Msg("metrics-sink stopped")
 	return nil
 }
 
@@ -329,6 +364,25 @@ func (s *Service) watchLag(ctx context.Context, cons func() jetstream.Consumer) 
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+	}
+}
+
+// logStats logs the counters, ingest rate and lag every StatsInterval
+// (until Prometheus export exists, the logs are where ops see them).
+func (s *Service) logStats(ctx context.Context) {
+	t := time.NewTicker(s.cfg.StatsInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			st := s.Stats()
+			s.log.Info().Uint64("inserted", st.Inserted).Uint64("duplicates", st.Duplicates).
+				Uint64("poison", st.Poison).Uint64("store_errors", st.StoreErrors).
+				Float64("ingest_rate", st.IngestRate).Uint64("consumer_lag", st.ConsumerLag).
+				Uint64("ack_pending", st.AckPending).Msg("metrics-sink stats")
 		}
 	}
 }

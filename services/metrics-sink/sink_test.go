@@ -396,6 +396,9 @@ func TestNewChecksConfig(t *testing.T) {
 		{"huge batch", with(func(c *Config) { c.BatchSize = MaxBatchSize + 1 }), js, st, ErrConfig},
 		{"negative wait", with(func(c *Config) { c.BatchWait = -time.Second }), js, st, ErrConfig},
 		{"ack wait below batch wait", with(func(c *Config) { c.AckWait = c.BatchWait / 2 }), js, st, ErrConfig},
+		{"negative request timeout", with(func(c *Config) { c.RequestTimeout = -time.Second }), js, st, ErrConfig},
+		{"negative stats interval", with(func(c *Config) { c.StatsInterval = -time.Second }), js, st, ErrConfig},
+		{"negative drain timeout", with(func(c *Config) { c.DrainTimeout = -time.Second }), js, st, ErrConfig},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -404,7 +407,7 @@ func TestNewChecksConfig(t *testing.T) {
 				t.Fatalf("New error = %v, want %v", err, c.want)
 			}
 			if err == nil && (s.cfg.BatchSize <= 0 || s.cfg.BatchWait <= 0 || s.cfg.AckWait <= 0 ||
-				s.cfg.RetryMax <= 0 || s.cfg.LagInterval <= 0 || s.cfg.RateWindow <= 0) {
+				s.cfg.RetryMax <= 0 || s.cfg.LagInterval <= 0 || s.cfg.RateWindow <= 0 || s.cfg.RequestTimeout <= 0) {
 				t.Fatalf("config left with a zero setting: %+v", s.cfg)
 			}
 		})

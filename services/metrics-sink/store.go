@@ -164,16 +164,14 @@ func validateEvent(ev *events.SelectionEvent) error {
 // on the platforms the sink runs on.
 var schemeRE = regexp.MustCompile(`^([A-Za-z][A-Za-z0-9+.-]*):`)
 
-// DefaultDatabaseURL is the SQLite file used when no URL is given.
-const DefaultDatabaseURL = "data/selections.db"
-
-// OpenStore opens and migrates the store named by url: "" (DefaultDatabaseURL),
-// "sqlite:PATH", "sqlite://PATH" or a plain file path open SQLite;
-// "postgres://..." and "postgresql://..." open PostgreSQL. Any other scheme
-// is an error wrapping ErrDatabaseURL.
+// OpenStore opens and migrates the store named by url: "sqlite:PATH",
+// "sqlite://PATH" or a plain file path open SQLite; "postgres://..." and
+// "postgresql://..." open PostgreSQL. An empty url or any other scheme is an
+// error wrapping ErrDatabaseURL (Config.DatabaseURL's default tag names the
+// binary's file; a library caller names its own).
 func OpenStore(ctx context.Context, url string) (Store, error) {
 	if url == "" {
-		url = DefaultDatabaseURL
+		return nil, fmt.Errorf("%w: empty (use sqlite:PATH, a file path, or postgres://...; SINK_DATABASE_URL in the binary)", ErrDatabaseURL)
 	}
 	m := schemeRE.FindStringSubmatch(url)
 	if m == nil {

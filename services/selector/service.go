@@ -24,9 +24,6 @@ import (
 	"github.com/nlocalmodels/orchestrator/pkg/telemetry"
 )
 
-// ReservationSubject carries the GPU memory reservations replicas share.
-const ReservationSubject = "orch.selector.reservations"
-
 // Version is the micro service version.
 const Version = "1.0.0"
 
@@ -129,9 +126,9 @@ func (s *Service) Run(ctx context.Context) error {
 	defer consumeCtx.Stop()
 
 	if s.cfg.ShareReservations {
-		sub, err := s.nc.Subscribe(ReservationSubject, s.onReservation)
+		sub, err := s.nc.Subscribe(bus.ReservationSubject, s.onReservation)
 		if err != nil {
-			return fmt.Errorf("%w: subscribe %s: %w", ErrWarmup, ReservationSubject, err)
+			return fmt.Errorf("%w: subscribe %s: %w", ErrWarmup, bus.ReservationSubject, err)
 		}
 		defer func() { _ = sub.Unsubscribe() }()
 	}
@@ -401,7 +398,7 @@ func (s *Service) reserve(id, gpuKey string, mb int64, now time.Time, ttl time.D
 		return
 	}
 	if data, err := json.Marshal(r); err == nil {
-		if err := s.nc.Publish(ReservationSubject, data); err != nil {
+		if err := s.nc.Publish(bus.ReservationSubject, data); err != nil {
 			s.log.Debug().Err(err).Msg("share reservation")
 		}
 	}
