@@ -36,6 +36,8 @@ type Config struct {
 	// ShareReservations publishes this replica's GPU memory reservations to
 	// the others and applies theirs.
 	ShareReservations bool `envconfig:"SHARE_RESERVATIONS" default:"true"`
+	// MetricsAddr serves /metrics, /healthz and /readyz (cmd/selector only).
+	MetricsAddr string `envconfig:"METRICS_ADDR" default:":9102"`
 	// DrainTimeout bounds flushing buffered events at shutdown.
 	DrainTimeout time.Duration `envconfig:"DRAIN_TIMEOUT" default:"10s"`
 
@@ -59,7 +61,7 @@ func (c *Config) validate() error {
 // DefaultConfig is the configuration envconfig produces with no variables set.
 func DefaultConfig() Config {
 	return Config{
-		MaxRequestBytes: 65536, EventBuffer: 16384, EventRetries: 5,
+		MaxRequestBytes: 65536, EventBuffer: 16384, EventRetries: 5, MetricsAddr: ":9102",
 		FleetRebuildInterval: 100 * time.Millisecond, CatalogDebounce: 50 * time.Millisecond,
 		WarmupTimeout: 30 * time.Second, ShareReservations: true, DrainTimeout: 10 * time.Second,
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/nlocalmodels/orchestrator/pkg/bus"
@@ -46,6 +47,8 @@ type Service struct {
 
 	selections atomic.Uint64
 	errors     [5]atomic.Uint64 // by errorCodes index
+	registerer prometheus.Registerer
+	metrics    *metrics
 }
 
 // errorCodes are the micro error codes the selector answers with.
@@ -56,6 +59,10 @@ type Option func(*Service)
 
 // WithLogger sets the logger (default: zerolog's global logger).
 func WithLogger(l zerolog.Logger) Option { return func(s *Service) { s.log = l } }
+
+// WithMetrics registers the selector's Prometheus collectors on reg
+// (default: a private registry nobody scrapes).
+func WithMetrics(reg prometheus.Registerer) Option { return func(s *Service) { s.registerer = reg } }
 
 // WithClock replaces time.Now, for tests of staleness.
 func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
@@ -89,11 +96,28 @@ func New(cfg Config, nc *nats.Conn, opts ...Option) (*Service, error) {
 	}
 	s.log = s.log.With().Str("service", "selector").Str("instance", cfg.Instance).Logger()
 	s.events = newPublisher(js, s.log, cfg.EventBuffer, cfg.EventRetries)
+	if s.registerer == nil {
+		s.registerer = prometheus.NewRegistry()
+	}
+	s.metrics = newMetrics(s, s.registerer)
 	return s, nil
 }
 
 // Ready is closed once the selector has warmed and serves requests.
 func (s *Service) Ready() <-chan struct{} { return s.ready }
+
+// Check is the readiness check for /readyz: warmed, and a valid registry loaded.
+func (s *Service) Check() error {
+	select {
+	case <-s.ready:
+	default:
+		return fmt.Errorf("%w: warming up from the buckets and the telemetry stream", ErrNotReady)
+	}
+	if snap := s.snap.Load(); snap == nil || snap.engine == nil {
+		return fmt.Errorf("%w: no valid registry loaded", ErrNotReady)
+	}
+	return nil
+}
 
 // Run warms the caches from the buckets and the telemetry stream, then
 // serves orch.select until ctx is done, and flushes buffered events.
@@ -334,50 +358,59 @@ func (s *Service) onReservation(m *nats.Msg) {
 	s.ledger.Reserve(r)
 }
 
-// handle answers one selection request. Nothing here waits on NATS: the
-// reply is sent first, the event and reservation are queued.
+// handle answers one selection request and records its outcome.
 func (s *Service) handle(req micro.Request) {
 	start := time.Now()
+	l := s.answer(req, start)
+	s.metrics.observe(start, l.category, l.model, l.mode, l.outcome)
+}
+
+// labels describe an answered request for the decisions metric. Requests
+// refused before their category is known to exist carry no category, so
+// arbitrary request strings cannot grow the metric's series.
+type labels struct{ category, model, mode, outcome string }
+
+// answer replies to one request. Nothing here waits on NATS: the reply is
+// sent first, the event and the reservation are queued.
+func (s *Service) answer(req micro.Request, start time.Time) labels {
 	now := s.now()
 	data := req.Data()
 	if len(data) > s.cfg.MaxRequestBytes {
-		s.fail(req, bus.CodeBadRequest, fmt.Errorf("%w: %d bytes, limit %d", ErrRequestTooLarge, len(data), s.cfg.MaxRequestBytes), nil)
-		return
+		return s.fail(req, labels{}, bus.CodeBadRequest, fmt.Errorf("%w: %d bytes, limit %d", ErrRequestTooLarge, len(data), s.cfg.MaxRequestBytes), nil)
 	}
 	var r selection.Request
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&r); err != nil {
-		s.fail(req, bus.CodeBadRequest, fmt.Errorf("%w: %w", ErrMalformedRequest, err), nil)
-		return
+		return s.fail(req, labels{}, bus.CodeBadRequest, fmt.Errorf("%w: %w", ErrMalformedRequest, err), nil)
 	}
 	snap := s.snap.Load()
 	if snap == nil || snap.engine == nil {
-		s.fail(req, bus.CodeNotReady, fmt.Errorf("%w: no valid registry loaded (import one with `orchestrator registry import`)", ErrNotReady), nil)
-		return
+		return s.fail(req, labels{}, bus.CodeNotReady, fmt.Errorf("%w: no valid registry loaded (import one with `orchestrator registry import`)", ErrNotReady), nil)
 	}
-	seed := rand.Uint64()
-	res, err := snap.engine.Select(selection.Query{Request: r, Now: now, Seed: seed}, snap.fleet)
+	res, err := snap.engine.Select(selection.Query{Request: r, Now: now, Seed: rand.Uint64()}, snap.fleet)
 	if err != nil {
 		var nc *selection.NoCandidateError
 		switch {
 		case errors.Is(err, selection.ErrInvalidRequest):
-			s.fail(req, bus.CodeBadRequest, err, nil)
+			return s.fail(req, labels{}, bus.CodeBadRequest, err, nil)
 		case errors.Is(err, selection.ErrUnknownCategory):
-			s.fail(req, bus.CodeNotFound, err, nil)
+			return s.fail(req, labels{}, bus.CodeNotFound, err, nil)
 		case errors.As(err, &nc):
-			s.fail(req, bus.CodeUnprocessable, err, nc)
+			return s.fail(req, labels{category: r.TaskCategory, mode: string(nc.Mode)}, bus.CodeUnprocessable, err, nc)
 		default:
-			s.fail(req, bus.CodeInternal, err, nil)
+			return s.fail(req, labels{category: r.TaskCategory}, bus.CodeInternal, err, nil)
 		}
-		return
+	}
+	l := labels{category: r.TaskCategory, model: res.Model.ID, mode: string(res.Mode), outcome: outcomeSelected}
+	if res.Degraded {
+		l.outcome = outcomeDegraded
 	}
 	eventID := nuid.Next()
 	reply := res.Reply(&r, eventID, now, time.Since(start))
 	body, err := json.Marshal(&reply)
 	if err != nil {
-		s.fail(req, bus.CodeInternal, err, nil)
-		return
+		return s.fail(req, labels{category: r.TaskCategory}, bus.CodeInternal, err, nil)
 	}
 	if err := req.Respond(body); err != nil {
 		s.log.Warn().Err(err).Msg("send selection reply")
@@ -389,6 +422,7 @@ func (s *Service) handle(req micro.Request) {
 		s.reserve(eventID, res.GPU.Key, res.Model.GPUMemoryMB, now, snap.engine.Config().ReservationTTL())
 	}
 	s.events.enqueue(ev)
+	return l
 }
 
 func (s *Service) reserve(id, gpuKey string, mb int64, now time.Time, ttl time.Duration) {
@@ -411,7 +445,7 @@ type errorReply struct {
 	NoCandidate *selection.NoCandidateError `json:"no_candidate,omitempty"`
 }
 
-func (s *Service) fail(req micro.Request, code string, err error, nc *selection.NoCandidateError) {
+func (s *Service) fail(req micro.Request, l labels, code string, err error, nc *selection.NoCandidateError) labels {
 	for i, c := range errorCodes {
 		if c == code {
 			s.errors[i].Add(1)
@@ -424,6 +458,8 @@ func (s *Service) fail(req micro.Request, code string, err error, nc *selection.
 	if rerr := req.Error(code, desc, body); rerr != nil {
 		s.log.Warn().Err(rerr).Msg("send selection error")
 	}
+	l.outcome = outcomeOfCode[code]
+	return l
 }
 
 // Stats are the selector's counters, also served by `nats micro stats selector`.

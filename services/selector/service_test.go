@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nlocalmodels/orchestrator/pkg/bus"
 	"github.com/nlocalmodels/orchestrator/pkg/catalog"
@@ -367,4 +368,77 @@ func TestNewRejectsBadConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestSelectorMetrics(t *testing.T) {
+	_, nc := natstest.Start(t)
+	js := natstest.JetStream(t, nc)
+	now := time.Now()
+	seedRegistry(t, js, selection.DefaultConfig())
+	publishSample(t, js, gpuSample("node-a", 0, now))
+	reg := prometheus.NewRegistry()
+	cfg := DefaultConfig()
+	svc, err := New(cfg, nc, WithClock(newFakeClock(now).now), WithMetrics(reg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	<-svc.Ready()
+	if err := svc.Check(); err != nil {
+		t.Fatalf("Check after ready: %v", err)
+	}
+	rep, _, _ := selectJSON(t, nc, selection.Request{TaskCategory: "code"})
+	selectRaw(t, nc, []byte(`{"task_category":"secret-project-x"}`))
+	selectJSON(t, nc, selection.Request{TaskCategory: "code", Constraints: selection.Constraints{MaxGPUMemoryMB: 1}})
+	eventually(t, "the event to be acknowledged", func() bool { return svc.Stats().EventsPublished == 1 })
+
+	want := map[string]float64{
+		`orch_selector_decisions_total{category="code",mode="gpu_aware",model="` + rep.ModelID + `",outcome="selected"}`: 1,
+		`orch_selector_decisions_total{category="",mode="",model="",outcome="unknown_category"}`:                       1,
+		`orch_selector_decisions_total{category="code",mode="gpu_aware",model="",outcome="no_candidate"}`:              1,
+		`orch_selector_events_published_total`:                                                                         1,
+		`orch_selector_events_dropped_total`:                                                                           0,
+		`orch_gpu_sample_age_seconds{gpu="GPU-node-a",host="node-a",index="0"}`:                                        0,
+		`orch_selector_decision_duration_seconds_count`:                                                                3,
+	}
+	got := gatherFlat(t, reg)
+	for k, v := range want {
+		if g, ok := got[k]; !ok || g != v {
+			t.Errorf("%s = %v (present %v), want %v", k, g, ok, v)
+		}
+	}
+}
+
+// gatherFlat renders every sample as name{labels} -> value.
+func gatherFlat(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			var pairs []string
+			for _, l := range m.GetLabel() {
+				pairs = append(pairs, l.GetName()+`="`+l.GetValue()+`"`)
+			}
+			name := mf.GetName()
+			if len(pairs) > 0 {
+				name += "{" + strings.Join(pairs, ",") + "}"
+			}
+			switch {
+			case m.GetCounter() != nil:
+				out[name] = m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				out[name] = m.GetGauge().GetValue()
+			case m.GetHistogram() != nil:
+				out[name+"_count"] = float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return out
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/nlocalmodels/orchestrator/pkg/bus"
 	"github.com/nlocalmodels/orchestrator/pkg/logging"
+	"github.com/nlocalmodels/orchestrator/pkg/obs"
 	"github.com/nlocalmodels/orchestrator/services/selector"
 )
 
@@ -47,10 +48,17 @@ func run(log zerolog.Logger) error {
 		// Locked-down accounts cannot create streams: `orchestrator provision` does it.
 		log.Warn().Err(err).Msg("could not provision streams and buckets; expecting them to exist")
 	}
-	svc, err := selector.New(cfg, nc, selector.WithLogger(log))
+	httpd := obs.NewServer(cfg.MetricsAddr, obs.NewRegistry())
+	svc, err := selector.New(cfg, nc, selector.WithLogger(log), selector.WithMetrics(httpd.Registry()))
 	if err != nil {
 		nc.Close()
 		return err
 	}
+	httpd.AddCheck("selector", svc.Check)
+	go func() {
+		if err := httpd.Run(ctx); err != nil {
+			log.Error().Err(err).Msg("metrics endpoint stopped")
+		}
+	}()
 	return errors.Join(svc.Run(ctx), bus.Drain(nc, cfg.DrainTimeout))
 }
