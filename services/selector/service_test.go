@@ -397,12 +397,12 @@ func TestSelectorMetrics(t *testing.T) {
 
 	want := map[string]float64{
 		`orch_selector_decisions_total{category="code",mode="gpu_aware",model="` + rep.ModelID + `",outcome="selected"}`: 1,
-		`orch_selector_decisions_total{category="",mode="",model="",outcome="unknown_category"}`:                       1,
-		`orch_selector_decisions_total{category="code",mode="gpu_aware",model="",outcome="no_candidate"}`:              1,
-		`orch_selector_events_published_total`:                                                                         1,
-		`orch_selector_events_dropped_total`:                                                                           0,
-		`orch_gpu_sample_age_seconds{gpu="GPU-node-a",host="node-a",index="0"}`:                                        0,
-		`orch_selector_decision_duration_seconds_count`:                                                                3,
+		`orch_selector_decisions_total{category="",mode="",model="",outcome="unknown_category"}`:                         1,
+		`orch_selector_decisions_total{category="code",mode="gpu_aware",model="",outcome="no_candidate"}`:                1,
+		`orch_selector_events_published_total`:                                  1,
+		`orch_selector_events_dropped_total`:                                    0,
+		`orch_gpu_sample_age_seconds{gpu="GPU-node-a",host="node-a",index="0"}`: 0,
+		`orch_selector_decision_duration_seconds_count`:                         3,
 	}
 	got := gatherFlat(t, reg)
 	for k, v := range want {
