@@ -20,6 +20,9 @@ type Config struct {
 	Instance string `envconfig:"INSTANCE"`
 	// MaxRequestBytes refuses larger requests with 400.
 	MaxRequestBytes int `envconfig:"MAX_REQUEST_BYTES" default:"65536"`
+	// Workers is how many requests are answered in parallel (default: the
+	// number of CPUs).
+	Workers int `envconfig:"WORKERS"`
 	// EventBuffer bounds the decision events waiting to be published; when it
 	// is full, events are dropped and counted rather than delaying replies.
 	EventBuffer int `envconfig:"EVENT_BUFFER" default:"16384"`
@@ -46,6 +49,8 @@ type Config struct {
 
 func (c *Config) validate() error {
 	switch {
+	case c.Workers < 0:
+		return fmt.Errorf("%w: SELECTOR_WORKERS %d must not be negative", ErrConfig, c.Workers)
 	case c.MaxRequestBytes <= 0:
 		return fmt.Errorf("%w: SELECTOR_MAX_REQUEST_BYTES %d must be positive", ErrConfig, c.MaxRequestBytes)
 	case c.EventBuffer <= 0:

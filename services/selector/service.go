@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,6 +41,7 @@ type Service struct {
 	ledger *selection.Ledger
 	reg    *registryState
 	events *publisher
+	sharer *sharer
 
 	snap           atomic.Pointer[snapshot]
 	catalogChanged chan struct{}
@@ -78,6 +81,9 @@ func New(cfg Config, nc *nats.Conn, opts ...Option) (*Service, error) {
 	if cfg.Instance == "" {
 		cfg.Instance = defaultInstance()
 	}
+	if cfg.Workers == 0 {
+		cfg.Workers = runtime.GOMAXPROCS(0)
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("%w: jetstream: %w", ErrConfig, err)
@@ -96,6 +102,7 @@ func New(cfg Config, nc *nats.Conn, opts ...Option) (*Service, error) {
 	}
 	s.log = s.log.With().Str("service", "selector").Str("instance", cfg.Instance).Logger()
 	s.events = newPublisher(js, s.log, cfg.EventBuffer, cfg.EventRetries)
+	s.sharer = &sharer{nc: nc, log: s.log}
 	if s.registerer == nil {
 		s.registerer = prometheus.NewRegistry()
 	}
@@ -150,11 +157,12 @@ func (s *Service) Run(ctx context.Context) error {
 	defer consumeCtx.Stop()
 
 	if s.cfg.ShareReservations {
-		sub, err := s.nc.Subscribe(bus.ReservationSubject, s.onReservation)
+		sub, err := s.nc.Subscribe(bus.ReservationSubject, s.onReservations)
 		if err != nil {
 			return fmt.Errorf("%w: subscribe %s: %w", ErrWarmup, bus.ReservationSubject, err)
 		}
 		defer func() { _ = sub.Unsubscribe() }()
+		go s.sharer.run(runCtx)
 	}
 
 	if err := warm.wait(runCtx, s.cfg.WarmupTimeout); err != nil {
@@ -174,20 +182,7 @@ func (s *Service) Run(ctx context.Context) error {
 		s.events.wait()
 	}()
 
-	svc, err := micro.AddService(s.nc, micro.Config{
-		Name:         "selector",
-		Version:      Version,
-		Description:  "picks a model and a GPU for a task category",
-		QueueGroup:   bus.SelectQueueGroup,
-		StatsHandler: func(*micro.Endpoint) any { return s.Stats() },
-		Endpoint: &micro.EndpointConfig{
-			Subject: bus.SelectSubject,
-			Handler: micro.HandlerFunc(s.handle),
-			Metadata: map[string]string{
-				"request_schema": "selection-request", "response_schema": "selection-reply",
-			},
-		},
-	})
+	svc, err := s.addService()
 	if err != nil {
 		close(stopPub)
 		<-pubDone
@@ -213,6 +208,33 @@ func (s *Service) Run(ctx context.Context) error {
 	s.log.Info().Uint64("selections", st.Selections).Uint64("events_published", st.EventsPublished).
 		Uint64("events_dropped", st.EventsDropped).Uint64("events_failed", st.EventsFailed).Msg("selector stopped")
 	return nil
+}
+
+// addService registers the micro service. A micro endpoint handles its
+// requests one at a time, so the selector adds Workers endpoints on the same
+// subject and queue group: NATS spreads requests over them and they answer
+// in parallel.
+func (s *Service) addService() (micro.Service, error) {
+	svc, err := micro.AddService(s.nc, micro.Config{
+		Name:         "selector",
+		Version:      Version,
+		Description:  "picks a model and a GPU for a task category",
+		QueueGroup:   bus.SelectQueueGroup,
+		StatsHandler: func(*micro.Endpoint) any { return s.Stats() },
+	})
+	if err != nil {
+		return nil, err
+	}
+	for i := range s.cfg.Workers {
+		err := svc.AddEndpoint("select-"+strconv.Itoa(i), micro.HandlerFunc(s.handle),
+			micro.WithEndpointSubject(bus.SelectSubject),
+			micro.WithEndpointMetadata(map[string]string{"request_schema": "selection-request", "response_schema": "selection-reply"}))
+		if err != nil {
+			_ = svc.Stop()
+			return nil, err
+		}
+	}
+	return svc, nil
 }
 
 // maintain rebuilds the engine after registry changes (debounced) and the
@@ -349,15 +371,6 @@ func (s *Service) consumeTelemetry(ctx context.Context, warmed func()) (jetstrea
 	return cc, nil
 }
 
-func (s *Service) onReservation(m *nats.Msg) {
-	var r selection.Reservation
-	if err := json.Unmarshal(m.Data, &r); err != nil || r.ID == "" || r.GPUKey == "" {
-		s.log.Warn().Str("subject", m.Subject).Msg("ignoring malformed reservation")
-		return
-	}
-	s.ledger.Reserve(r)
-}
-
 // handle answers one selection request and records its outcome.
 func (s *Service) handle(req micro.Request) {
 	start := time.Now()
@@ -426,15 +439,13 @@ func (s *Service) answer(req micro.Request, start time.Time) labels {
 }
 
 func (s *Service) reserve(id, gpuKey string, mb int64, now time.Time, ttl time.Duration) {
-	r := selection.Reservation{ID: id, GPUKey: gpuKey, MemoryMB: mb, At: now, Expires: now.Add(ttl)}
-	s.ledger.Reserve(r)
-	if !s.cfg.ShareReservations {
+	if ttl <= 0 {
 		return
 	}
-	if data, err := json.Marshal(r); err == nil {
-		if err := s.nc.Publish(bus.ReservationSubject, data); err != nil {
-			s.log.Debug().Err(err).Msg("share reservation")
-		}
+	r := selection.Reservation{ID: id, GPUKey: gpuKey, MemoryMB: mb, At: now, Expires: now.Add(ttl)}
+	s.ledger.Reserve(r)
+	if s.cfg.ShareReservations {
+		s.sharer.add(r)
 	}
 }
 
