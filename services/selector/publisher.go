@@ -41,6 +41,12 @@ type pendingEvent struct {
 // maxInFlightEvents bounds publishes awaiting their acknowledgement.
 const maxInFlightEvents = 4096
 
+// eventAckTimeout bounds the wait for one publish's acknowledgement. An ack
+// lost with the stream leader never arrives (the connection stays up, so
+// nats.go does not fail the future): without a bound, awaitAcks would wait
+// forever and every later event would count neither as published nor failed.
+const eventAckTimeout = 5 * time.Second
+
 func newPublisher(js jetstream.JetStream, log zerolog.Logger, buffer, retries int) *publisher {
 	return &publisher{
 		js: js, log: log, retries: retries,
@@ -125,7 +131,7 @@ func (p *publisher) retry(ctx context.Context, msg *nats.Msg, cause error) {
 			continue
 		case <-time.After(backoff):
 		}
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		pctx, cancel := context.WithTimeout(ctx, eventAckTimeout)
 		_, err := p.js.PublishMsg(pctx, msg)
 		cancel()
 		if err == nil {

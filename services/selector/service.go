@@ -84,7 +84,7 @@ func New(cfg Config, nc *nats.Conn, opts ...Option) (*Service, error) {
 	if cfg.Workers == 0 {
 		cfg.Workers = runtime.GOMAXPROCS(0)
 	}
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(eventAckTimeout))
 	if err != nil {
 		return nil, fmt.Errorf("%w: jetstream: %w", ErrConfig, err)
 	}
