@@ -1,5 +1,6 @@
-// Package natstest starts an embedded JetStream server for tests: loopback,
-// a random port, storage in t.TempDir(), streams and buckets provisioned.
+// Package natstest starts embedded JetStream for tests: one server (Start)
+// or an in-process cluster (StartCluster); loopback, random ports, storage
+// in t.TempDir(), streams and buckets provisioned.
 package natstest
 
 import (

@@ -28,7 +28,7 @@ func TestStartProvisionsAndConnects(t *testing.T) {
 			}
 		})
 	}
-	for _, name := range []string{bus.ModelsBucket, bus.CategoriesBucket, bus.ConfigBucket, bus.ReservationsBucket} {
+	for _, name := range []string{bus.ModelsBucket, bus.CategoriesBucket, bus.ConfigBucket} {
 		t.Run("bucket "+name, func(t *testing.T) {
 			if _, err := js.KeyValue(ctx, name); err != nil {
 				t.Fatalf("bucket %s: %v", name, err)

@@ -27,6 +27,9 @@ type Config struct {
 	// unhealthy with FailedReads ["timeout"]. Must be below Interval.
 	ReadTimeout time.Duration `split_words:"true" default:"1s"`
 
+	// MetricsAddr serves /metrics, /healthz and /readyz (cmd/gpu-telemetry only).
+	MetricsAddr string `split_words:"true" default:":9104"`
+
 	// SimGpus lists simulated GPUs as "N x TYPE" specs, e.g. "2xH100-SXM5-80GB,1xL40S".
 	SimGpus []string `split_words:"true" default:"2xA100-SXM4-80GB"`
 	// SimSeed seeds the simulation; 0 derives it from Host, so each host

@@ -18,4 +18,10 @@
 // bounded by TELEMETRY_READ_TIMEOUT, past which an unhealthy marker sample
 // (FailedReads ["timeout"]) is published instead and no second read of that
 // GPU starts until the first returns.
+//
+// Metrics (WithMetrics): every published sample sets the per-GPU gauges
+// orch_gpu_* {host, index, gpu (UUID), name}; a failed read removes its
+// gauge's series rather than report a zero. A critical Xid is counted once,
+// when it first shows, in orch_gpu_xid_errors_total; failed reads, samples
+// published, publish errors and read durations are orch_telemetry_*.
 package gputelemetry

@@ -20,6 +20,8 @@ var (
 	ErrNoDevices = errors.New("gpu-telemetry: no GPUs to report")
 	// ErrPublish: samples cannot be published any more (connection closed).
 	ErrPublish = errors.New("gpu-telemetry: cannot publish samples")
+	// ErrNotReady: the agent has published nothing yet, or its source is closed.
+	ErrNotReady = errors.New("gpu-telemetry: not ready")
 	// ErrUnknownGPUType: a simulated GPU type is not in the catalogue of GPUTypes.
 	ErrUnknownGPUType = errors.New("gpu-telemetry: unknown simulated GPU type")
 )

@@ -8,9 +8,11 @@ import (
 	"hash/fnv"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/rs/zerolog/log"
 
@@ -27,6 +29,12 @@ type Service struct {
 	src     Source
 	host    string
 	workers []*worker
+
+	registerer prometheus.Registerer
+	metrics    *metrics
+	// published counts samples handed to NATS; the first makes the agent ready.
+	published atomic.Uint64
+	closed    atomic.Bool
 
 	// now and after are the clock; tests replace them to drive ticks.
 	now   func() time.Time
@@ -46,6 +54,10 @@ func WithLogger(l zerolog.Logger) Option { return func(s *Service) { s.log = l }
 // closes it like its own.
 func WithSource(src Source) Option { return func(s *Service) { s.src = src } }
 
+// WithMetrics registers the agent's Prometheus collectors on reg
+// (default: a private registry nobody scrapes).
+func WithMetrics(reg prometheus.Registerer) Option { return func(s *Service) { s.registerer = reg } }
+
 // worker is one GPU's sampling state, touched by one goroutine per tick.
 type worker struct {
 	index int
@@ -54,6 +66,10 @@ type worker struct {
 	pending chan readResult
 	// last is the latest sample read, to name the GPU in timeout markers.
 	last telemetry.Sample
+	// labels are the GPU's labels in the gauges, xid the last critical Xid
+	// counted (see metrics.observe).
+	labels []string
+	xid    uint64
 }
 
 type readResult struct {
@@ -105,6 +121,14 @@ func New(cfg Config, nc *nats.Conn, opts ...Option) (*Service, error) {
 	for _, i := range devices {
 		s.workers = append(s.workers, &worker{index: i})
 	}
+	if s.registerer == nil {
+		s.registerer = prometheus.NewRegistry()
+	}
+	m, err := newMetrics(s, s.registerer)
+	if err != nil {
+		return nil, errors.Join(err, s.Close())
+	}
+	s.metrics = m
 	return s, nil
 }
 
@@ -147,6 +171,18 @@ func (s *Service) simulated() (Source, error) {
 		seed = h.Sum64()
 	}
 	return NewSimulated(SimConfig{GPUs: gpus, Seed: seed, FailRate: s.cfg.SimFailRate, XidRate: s.cfg.SimXidRate})
+}
+
+// Check is the readiness probe: ready once a sample went out, until the
+// GPU source is closed.
+func (s *Service) Check() error {
+	switch {
+	case s.closed.Load():
+		return fmt.Errorf("%w: GPU source closed", ErrNotReady)
+	case s.published.Load() == 0:
+		return fmt.Errorf("%w: no GPU sample published yet", ErrNotReady)
+	}
+	return nil
 }
 
 // Host is the host name used in subjects and samples (sanitised).
@@ -229,7 +265,9 @@ func (s *Service) sampleDevice(ctx context.Context, w *worker) error {
 	}
 	res := make(chan readResult, 1)
 	go func() {
+		start := time.Now() // not s.now: tests stop that clock
 		smp, err := s.src.Sample(ctx, w.index)
+		s.metrics.observeRead(time.Since(start))
 		res <- readResult{smp, err}
 	}()
 	timer := time.NewTimer(s.cfg.ReadTimeout)
@@ -281,22 +319,28 @@ func (s *Service) publish(w *worker, smp telemetry.Sample) error {
 	if err != nil {
 		// Only a NaN or Inf reading gets here; drop this sample, not the agent.
 		s.log.Error().Err(err).Int("gpu", w.index).Msg("cannot encode GPU sample")
+		s.metrics.publishErrors.Inc()
 		return nil
 	}
+	s.metrics.observe(w, smp)
 	subject := bus.TelemetrySubject(s.host, w.index)
 	if err := s.nc.Publish(subject, data); err != nil {
+		s.metrics.publishErrors.Inc()
 		if errors.Is(err, nats.ErrConnectionClosed) {
 			return fmt.Errorf("%w to %s: %w", ErrPublish, subject, err)
 		}
 		// Reconnecting buffers; anything else is logged and the next tick retries.
 		s.log.Warn().Err(err).Str("subject", subject).Msg("publishing GPU sample failed")
+		return nil
 	}
+	s.published.Add(1)
 	return nil
 }
 
 // Close closes the GPU source (NVML shutdown). Run calls it on return.
 func (s *Service) Close() error {
 	s.closeOnce.Do(func() {
+		s.closed.Store(true)
 		if s.src != nil {
 			s.closeErr = s.src.Close()
 		}

@@ -125,9 +125,9 @@ func testConfig() Config {
 	return Config{Host: "node-1", Interval: time.Hour, ReadTimeout: 30 * time.Minute, Source: SourceAuto}
 }
 
-// startService runs a service on a fresh natstest server with src and a fake
-// clock, subscribed to every GPU sample.
-func startService(t *testing.T, cfg Config, src Source) *harness {
+// startService runs a service on a fresh natstest server with src, a fake
+// clock and opts, subscribed to every GPU sample.
+func startService(t *testing.T, cfg Config, src Source, opts ...Option) *harness {
 	t.Helper()
 	_, nc := natstest.Start(t)
 	sub, err := nc.SubscribeSync(bus.TelemetryWildcard)
@@ -137,7 +137,7 @@ func startService(t *testing.T, cfg Config, src Source) *harness {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	svc, err := New(cfg, nc, WithSource(src), WithLogger(zerolog.Nop()))
+	svc, err := New(cfg, nc, append([]Option{WithSource(src), WithLogger(zerolog.Nop())}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -539,6 +539,7 @@ func TestConfigFromEnvironment(t *testing.T) {
 	t.Setenv("TELEMETRY_SIM_SEED", "9")
 	t.Setenv("TELEMETRY_SIM_FAIL_RATE", "0.1")
 	t.Setenv("TELEMETRY_SIMULATE", "true")
+	t.Setenv("TELEMETRY_METRICS_ADDR", "127.0.0.1:19104")
 	var cfg Config
 	if err := envconfig.Process("TELEMETRY", &cfg); err != nil {
 		t.Fatal(err)
@@ -558,6 +559,7 @@ func TestConfigFromEnvironment(t *testing.T) {
 		{"TELEMETRY_SIM_SEED", cfg.SimSeed, uint64(9)},
 		{"TELEMETRY_SIM_FAIL_RATE", cfg.SimFailRate, 0.1},
 		{"TELEMETRY_SIMULATE", cfg.Simulate, true},
+		{"TELEMETRY_METRICS_ADDR", cfg.MetricsAddr, "127.0.0.1:19104"},
 	}
 	for _, c := range checks {
 		t.Run(c.name, func(t *testing.T) {
@@ -571,7 +573,7 @@ func TestConfigFromEnvironment(t *testing.T) {
 
 func TestConfigDefaults(t *testing.T) {
 	for _, k := range []string{"NATS_URL", "TELEMETRY_NATS_URL", "TELEMETRY_HOST", "TELEMETRY_INTERVAL", "TELEMETRY_SOURCE",
-		"TELEMETRY_READ_TIMEOUT", "TELEMETRY_SIM_GPUS", "TELEMETRY_SIMULATE"} {
+		"TELEMETRY_READ_TIMEOUT", "TELEMETRY_SIM_GPUS", "TELEMETRY_SIMULATE", "TELEMETRY_METRICS_ADDR"} {
 		t.Setenv(k, "") // restores the variable after the test
 		if err := os.Unsetenv(k); err != nil {
 			t.Fatal(err)
@@ -581,7 +583,7 @@ func TestConfigDefaults(t *testing.T) {
 	if err := envconfig.Process("TELEMETRY", &d); err != nil {
 		t.Fatal(err)
 	}
-	if d.Interval != 5*time.Second || d.ReadTimeout != time.Second || d.Source != SourceAuto || d.Simulate ||
+	if d.Interval != 5*time.Second || d.ReadTimeout != time.Second || d.Source != SourceAuto || d.Simulate || d.MetricsAddr != ":9104" ||
 		d.URL != "nats://127.0.0.1:4222" || !slices.Equal(d.SimGpus, []string{"2xA100-SXM4-80GB"}) {
 		t.Fatalf("defaults: %+v", d)
 	}

@@ -19,4 +19,12 @@
 // metrics-sink) under orch.sink: reports.list, reports.run, recent and stats
 // (see SubjectReportsList and its neighbours for the bodies). ListReports,
 // RunReport, Recent and FetchStats are the Go client of those endpoints.
+//
+// For operators, Run reads the telemetry stream as the selector does (an
+// ordered consumer, the last sample per GPU, then live ones) into the GPU
+// view of the dashboard: one self-contained page (embedded, no asset from
+// the network) and its JSON API, served by DashboardHandler. Register mounts
+// both on an obs.Server with the readiness Check; WithMetrics exports Stats
+// as the orch_sink_* Prometheus metrics. cmd/metrics-sink serves them on
+// SINK_METRICS_ADDR, and the all-in-one mounts the same handler.
 package metricssink

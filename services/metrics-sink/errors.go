@@ -31,6 +31,15 @@ var (
 	ErrConsumer = errors.New("metricssink: consumer failed")
 	// ErrService: the micro service could not be started or stopped.
 	ErrService = errors.New("metricssink: micro service failed")
+	// ErrNotReady: the readiness check failed (no consumer yet, or the
+	// database does not answer).
+	ErrNotReady = errors.New("metricssink: not ready")
+	// ErrTelemetry: the telemetry stream cannot be read, so the dashboard
+	// knows no GPU; the sink keeps storing decisions and retries.
+	ErrTelemetry = errors.New("metricssink: cannot read the telemetry stream")
+	// ErrBadSeries: a time-series query has a step, window or start that
+	// cannot be bucketed (see SeriesQuery).
+	ErrBadSeries = errors.New("metricssink: bad series query")
 
 	// Errors of the micro endpoints; each is one error code of the reply,
 	// and the client helpers return the same sentinel for that code.

@@ -265,6 +265,56 @@ func (s *PostgresStore) Report(ctx context.Context, name string) (*ReportResult,
 	return res, nil
 }
 
+// Series buckets the rows of q's window (see Store.Series).
+func (s *PostgresStore) Series(ctx context.Context, q SeriesQuery) (*Series, error) {
+	if err := q.validate(); err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*Series, error) { return nil, fmt.Errorf("%w: %s: series: %w", ErrQuery, s.where, err) }
+	args := []any{q.From.Unix(), int64(q.Step / time.Second), q.From, q.To()}
+	b := newSeriesBuilder(q)
+	var (
+		bucket, n       int64
+		category, model string
+	)
+	rows, err := s.pool.Query(ctx, seriesSQL(seriesCountsTmpl, true), args...)
+	if err != nil {
+		return fail(err)
+	}
+	_, err = pgx.ForEachRow(rows, []any{&bucket, &category, &model, &n}, func() error {
+		b.addCount(bucket, category, model, n)
+		return nil
+	})
+	if err != nil {
+		return fail(err)
+	}
+	var p50, p99 *float64
+	rows, err = s.pool.Query(ctx, seriesSQL(seriesLatencyTmpl, true), args...)
+	if err != nil {
+		return fail(err)
+	}
+	_, err = pgx.ForEachRow(rows, []any{&bucket, &p50, &p99}, func() error {
+		if p50 != nil && p99 != nil {
+			b.addLatency(bucket, *p50, *p99)
+		}
+		return nil
+	})
+	if err != nil {
+		return fail(err)
+	}
+	return b.finish(), nil
+}
+
+// Ping reads selection_metrics: the server answers and holds the table.
+func (s *PostgresStore) Ping(ctx context.Context) error {
+	var one int
+	err := s.pool.QueryRow(ctx, pingSQL).Scan(&one)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("%w: %s: ping: %w", ErrQuery, s.where, err)
+	}
+	return nil
+}
+
 // Pool returns the connection pool, for analysis SQL of one's own.
 func (s *PostgresStore) Pool() *pgxpool.Pool { return s.pool }
 

@@ -183,12 +183,17 @@ func (s *Service) runReport(ctx context.Context, body []byte) (any, error) {
 	if r.Name == "" {
 		return nil, fmt.Errorf("%w: %s: name is missing (valid: %s)", ErrBadRequest, SubjectReportsRun, reportNames())
 	}
+	return s.report(ctx, r.Name)
+}
+
+// report runs a built-in report for an endpoint or the dashboard API.
+func (s *Service) report(ctx context.Context, name string) (*ReportResult, error) {
 	// An unknown name is refused before any query, so it is a 404 even
 	// while the database is down.
-	if _, err := lookupReport(r.Name); err != nil {
+	if _, err := lookupReport(name); err != nil {
 		return nil, err
 	}
-	res, err := s.store.Report(ctx, r.Name)
+	res, err := s.store.Report(ctx, name)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
@@ -204,8 +209,14 @@ func (s *Service) recent(ctx context.Context, body []byte) (any, error) {
 	if r.Limit != nil {
 		limit = *r.Limit
 	}
+	return s.recentRows(ctx, SubjectRecent, limit)
+}
+
+// recentRows reads the newest limit rows for an endpoint or the dashboard
+// API (where names it in errors).
+func (s *Service) recentRows(ctx context.Context, where string, limit int) ([]Row, error) {
 	if limit < 1 || limit > MaxRecentLimit {
-		return nil, fmt.Errorf("%w: %s: limit %d is outside 1..%d", ErrBadRequest, SubjectRecent, limit, MaxRecentLimit)
+		return nil, fmt.Errorf("%w: %s: limit %d is outside 1..%d", ErrBadRequest, where, limit, MaxRecentLimit)
 	}
 	rows, err := s.store.Recent(ctx, limit)
 	if err != nil {

@@ -312,6 +312,14 @@ func (downStore) Recent(context.Context, int) ([]Row, error) {
 	return nil, fmt.Errorf("%w: %w", ErrQuery, errDown)
 }
 
+func (downStore) Series(context.Context, SeriesQuery) (*Series, error) {
+	return nil, fmt.Errorf("%w: %w", ErrQuery, errDown)
+}
+
+func (downStore) Ping(context.Context) error {
+	return fmt.Errorf("%w: %w", ErrQuery, errDown)
+}
+
 // TestClientErrors: each error code reaches the caller as its sentinel, on
 // a *RemoteError that keeps the code and the sink's message.
 func TestClientErrors(t *testing.T) {

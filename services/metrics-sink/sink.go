@@ -6,15 +6,18 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/rs/zerolog/log"
 
 	"github.com/nlocalmodels/orchestrator/pkg/bus"
 	"github.com/nlocalmodels/orchestrator/pkg/events"
+	"github.com/nlocalmodels/orchestrator/pkg/telemetry"
 )
 
 // Defaults of Config; a zero field in a Config given to New takes these.
@@ -27,6 +30,8 @@ const (
 	DefaultRateWindow  = 10 * time.Second
 	// DefaultRequestTimeout bounds one endpoint request's database work.
 	DefaultRequestTimeout = 30 * time.Second
+	// DefaultStaleAfter is the selector's default: 3 x the 5 s sample interval.
+	DefaultStaleAfter = 15 * time.Second
 	// MaxBatchSize bounds one transaction and one pull request.
 	MaxBatchSize = 10000
 	// ackPendingBatches: the consumer lets this many batches be in flight,
@@ -67,6 +72,12 @@ type Config struct {
 	// DrainTimeout bounds draining the NATS connection at shutdown (the
 	// binary's; the all-in-one drains its own connection).
 	DrainTimeout time.Duration `envconfig:"DRAIN_TIMEOUT" default:"10s"`
+	// StaleAfter marks a GPU stale on the dashboard when its latest sample
+	// is older; keep it equal to the selector's stale_after.
+	StaleAfter time.Duration `envconfig:"STALE_AFTER" default:"15s"`
+	// MetricsAddr serves /metrics, /healthz, /readyz and the dashboard
+	// (cmd/metrics-sink; the all-in-one mounts them on its own server).
+	MetricsAddr string `envconfig:"METRICS_ADDR" default:":9103"`
 
 	bus.ConnConfig
 }
@@ -80,14 +91,24 @@ func WithLogger(l zerolog.Logger) Option {
 	return func(s *Service) { s.log = l }
 }
 
+// WithMetrics registers the sink's Prometheus collectors on reg (default: a
+// private registry nobody scrapes).
+func WithMetrics(reg prometheus.Registerer) Option {
+	return func(s *Service) { s.registerer = reg }
+}
+
 // Service moves selection events from the durable consumer bus.SinkConsumer
-// on bus.SelectionStream into a Store.
+// on bus.SelectionStream into a Store, and serves the dashboard.
 type Service struct {
-	cfg   Config
-	js    jetstream.JetStream
-	store Store
-	log   zerolog.Logger
-	stats statsBox
+	cfg        Config
+	js         jetstream.JetStream
+	store      Store
+	log        zerolog.Logger
+	stats      statsBox
+	fleet      fleet
+	registerer prometheus.Registerer
+	// consuming is true while Run holds the durable consumer.
+	consuming atomic.Bool
 }
 
 // WithDefaults returns cfg with every zero setting set to its default, and
@@ -111,6 +132,7 @@ func (cfg Config) WithDefaults() (Config, error) {
 	def("SINK_LAG_INTERVAL", &cfg.LagInterval, DefaultLagInterval)
 	def("SINK_RATE_WINDOW", &cfg.RateWindow, DefaultRateWindow)
 	def("SINK_REQUEST_TIMEOUT", &cfg.RequestTimeout, DefaultRequestTimeout)
+	def("SINK_STALE_AFTER", &cfg.StaleAfter, DefaultStaleAfter)
 	// Zero is valid here: it turns the stats lines off, and DrainTimeout
 	// serves the binary only, which takes its default tag.
 	negative("SINK_STATS_INTERVAL", cfg.StatsInterval)
@@ -140,11 +162,18 @@ func New(cfg Config, js jetstream.JetStream, store Store, opts ...Option) (*Serv
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, js: js, store: store, log: log.Logger}
+	s := &Service{cfg: cfg, js: js, store: store, log: log.Logger,
+		fleet: fleet{cache: telemetry.NewCache(), state: TelemetryStarting}}
 	for _, o := range opts {
 		o(s)
 	}
 	s.stats.meter = newRateMeter(cfg.RateWindow, time.Now())
+	if s.registerer == nil {
+		s.registerer = prometheus.NewRegistry()
+	}
+	if err := s.registerMetrics(); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -176,8 +205,9 @@ func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
 // commit naks them with a delay and is retried with backoff.
 //
 // Alongside the consumer it serves the micro service ServiceName (the
-// endpoints under SubjectPrefix), stopped when Run returns, and logs Stats
-// every StatsInterval. With Provision set it first creates the streams.
+// endpoints under SubjectPrefix), stopped when Run returns, reads the
+// telemetry stream for the dashboard's GPU view, and logs Stats every
+// StatsInterval. With Provision set it first creates the streams.
 func (s *Service) Run(ctx context.Context) (err error) {
 	if s.cfg.Provision {
 		if perr := bus.Provision(ctx, s.js); perr != nil {
@@ -188,6 +218,8 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	s.consuming.Store(true)
+	defer s.consuming.Store(false)
 	svc, err := s.startService(ctx)
 	if err != nil {
 		return err
@@ -214,6 +246,7 @@ func (s *Service) Run(ctx context.Context) (err error) {
 		return cons
 	}
 	wg.Go(func() { s.watchLag(bgCtx, current) })
+	wg.Go(func() { s.watchTelemetry(bgCtx) })
 	if s.cfg.StatsInterval > 0 {
 		wg.Go(func() { s.logStats(bgCtx) })
 	}
@@ -368,8 +401,8 @@ func (s *Service) watchLag(ctx context.Context, cons func() jetstream.Consumer) 
 	}
 }
 
-// logStats logs the counters, ingest rate and lag every StatsInterval
-// (until Prometheus export exists, the logs are where ops see them).
+// logStats logs the counters, ingest rate and lag every StatsInterval, for
+// those who read logs rather than /metrics.
 func (s *Service) logStats(ctx context.Context) {
 	t := time.NewTicker(s.cfg.StatsInterval)
 	defer t.Stop()

@@ -56,9 +56,9 @@ type running struct {
 	done   chan error
 }
 
-func start(t *testing.T, cfg Config, js jetstream.JetStream, st Store) *running {
+func start(t *testing.T, cfg Config, js jetstream.JetStream, st Store, opts ...Option) *running {
 	t.Helper()
-	svc, err := New(cfg, js, st, WithLogger(zerolog.Nop()))
+	svc, err := New(cfg, js, st, append([]Option{WithLogger(zerolog.Nop())}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -295,6 +295,76 @@ func (s *SQLiteStore) Report(ctx context.Context, name string) (*ReportResult, e
 	return res, nil
 }
 
+// Series buckets the rows of q's window (see Store.Series).
+func (s *SQLiteStore) Series(ctx context.Context, q SeriesQuery) (*Series, error) {
+	if err := q.validate(); err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*Series, error) {
+		return nil, fmt.Errorf("%w: sqlite %s: series: %w", ErrQuery, s.path, err)
+	}
+	args := []any{q.From.Unix(), int64(q.Step / time.Second),
+		q.From.UTC().Format(sqliteTimeFormat), q.To().UTC().Format(sqliteTimeFormat)}
+	b := newSeriesBuilder(q)
+	err := s.scan(ctx, seriesSQL(seriesCountsTmpl, false), args, func(rows *sql.Rows) error {
+		var (
+			bucket, n       int64
+			category, model string
+		)
+		if err := rows.Scan(&bucket, &category, &model, &n); err != nil {
+			return err
+		}
+		b.addCount(bucket, category, model, n)
+		return nil
+	})
+	if err != nil {
+		return fail(err)
+	}
+	err = s.scan(ctx, seriesSQL(seriesLatencyTmpl, false), args, func(rows *sql.Rows) error {
+		var (
+			bucket   int64
+			p50, p99 sql.NullFloat64
+		)
+		if err := rows.Scan(&bucket, &p50, &p99); err != nil {
+			return err
+		}
+		if p50.Valid && p99.Valid {
+			b.addLatency(bucket, p50.Float64, p99.Float64)
+		}
+		return nil
+	})
+	if err != nil {
+		return fail(err)
+	}
+	return b.finish(), nil
+}
+
+// scan runs query on the read pool and calls row for each result row.
+func (s *SQLiteStore) scan(ctx context.Context, query string, args []any, row func(*sql.Rows) error) error {
+	rows, err := s.reader.QueryContext(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = rows.Close() }()
+	for rows.Next() {
+		if err := row(rows); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
+}
+
+// Ping reads selection_metrics through the read pool: the file opens and
+// holds the table.
+func (s *SQLiteStore) Ping(ctx context.Context) error {
+	var one int
+	err := s.reader.QueryRowContext(ctx, pingSQL).Scan(&one)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("%w: sqlite %s: ping: %w", ErrQuery, s.path, err)
+	}
+	return nil
+}
+
 // DB returns the read-only pool, for analysis SQL of one's own (the seed's
 // queries as written, ad-hoc questions).
 func (s *SQLiteStore) DB() *sql.DB { return s.reader }

@@ -5,8 +5,8 @@ import (
 	"time"
 )
 
-// Stats is what the sink reports about its ingest (Prometheus export comes
-// later; until then Service.Stats and the logs show it).
+// Stats is what the sink reports about its ingest: Service.Stats, the stats
+// endpoint, the logs, and the orch_sink_* Prometheus metrics read it.
 type Stats struct {
 	// Inserted counts rows written; Duplicates counts events that were
 	// already stored (redeliveries, republished events) and were skipped.

@@ -25,6 +25,11 @@ type Store interface {
 	Recent(ctx context.Context, limit int) ([]Row, error)
 	// Report runs the built-in report called name (see Reports).
 	Report(ctx context.Context, name string) (*ReportResult, error)
+	// Series counts the decisions per model and per category, and their
+	// selection_duration_ms percentiles, in the buckets of q.
+	Series(ctx context.Context, q SeriesQuery) (*Series, error)
+	// Ping checks that the database answers and holds selection_metrics.
+	Ping(ctx context.Context) error
 	Close() error
 }
 
@@ -97,6 +102,10 @@ func recentSQL(numbered bool) string {
 	}
 	return "SELECT " + columnList + " FROM selection_metrics ORDER BY timestamp DESC, event_id DESC LIMIT " + p
 }
+
+// pingSQL touches the table without reading it: LIMIT 1 costs the same on
+// an empty table and a large one.
+const pingSQL = "SELECT 1 FROM selection_metrics LIMIT 1"
 
 // insertArgs returns the column values of ev in table order; ts is the
 // timestamp as the store's driver wants it. Optional strings that are empty

@@ -14,6 +14,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/nlocalmodels/orchestrator/pkg/bus"
+	"github.com/nlocalmodels/orchestrator/pkg/logging"
+	"github.com/nlocalmodels/orchestrator/pkg/obs"
 	gputelemetry "github.com/nlocalmodels/orchestrator/services/gpu-telemetry"
 )
 
@@ -21,20 +23,19 @@ import (
 const drainTimeout = 5 * time.Second
 
 func main() {
-	logger := newLogger()
-	if err := run(logger); err != nil {
-		logger.Error().Err(err).Msg("gpu-telemetry stopped")
+	log := logging.New("gpu-telemetry")
+	if err := run(log); err != nil {
+		log.Error().Err(err).Msg("gpu-telemetry stopped")
 		os.Exit(1)
 	}
 }
 
-func run(logger zerolog.Logger) error {
+func run(log zerolog.Logger) error {
 	var cfg gputelemetry.Config
 	if err := envconfig.Process("TELEMETRY", &cfg); err != nil {
 		return err
 	}
-	cfg.Logger = &logger
-
+	cfg.Logger = &log
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
@@ -42,19 +43,17 @@ func run(logger zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
-	svc, err := gputelemetry.New(cfg, nc, gputelemetry.WithLogger(logger))
+	httpd := obs.NewServer(cfg.MetricsAddr, obs.NewRegistry())
+	svc, err := gputelemetry.New(cfg, nc, gputelemetry.WithLogger(log), gputelemetry.WithMetrics(httpd.Registry()))
 	if err != nil {
 		nc.Close()
 		return err
 	}
-	runErr := svc.Run(ctx)
-	return errors.Join(runErr, bus.Drain(nc, drainTimeout))
-}
-
-// newLogger logs JSON, or human-readable lines when stderr is a terminal.
-func newLogger() zerolog.Logger {
-	if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-		return zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr}).With().Timestamp().Logger()
-	}
-	return zerolog.New(os.Stderr).With().Timestamp().Str("service", "gpu-telemetry").Logger()
+	httpd.AddCheck("gpu-telemetry", svc.Check)
+	go func() {
+		if err := httpd.Run(ctx); err != nil {
+			log.Error().Err(err).Msg("metrics endpoint stopped")
+		}
+	}()
+	return errors.Join(svc.Run(ctx), bus.Drain(nc, drainTimeout))
 }

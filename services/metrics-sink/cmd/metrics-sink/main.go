@@ -1,7 +1,8 @@
 // Command metrics-sink stores every selection event of ORCH_SELECTIONS in
-// SQL (SQLite file by default, PostgreSQL with a postgres:// URL) and serves
-// the reports on orch.sink.>. Settings: SINK_* (see metricssink.Config), the
-// shared NATS_* variables and LOG_LEVEL.
+// SQL (SQLite file by default, PostgreSQL with a postgres:// URL), serves
+// the reports on orch.sink.>, and on SINK_METRICS_ADDR (default :9103) the
+// dashboard (/ and /api/), /metrics, /healthz and /readyz. Settings: SINK_*
+// (see metricssink.Config), the shared NATS_* variables and LOG_LEVEL.
 package main
 
 import (
@@ -18,6 +19,7 @@ import (
 
 	"github.com/nlocalmodels/orchestrator/pkg/bus"
 	"github.com/nlocalmodels/orchestrator/pkg/logging"
+	"github.com/nlocalmodels/orchestrator/pkg/obs"
 	metricssink "github.com/nlocalmodels/orchestrator/services/metrics-sink"
 )
 
@@ -57,11 +59,22 @@ func run(log zerolog.Logger) error {
 		nc.Close()
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	svc, err := metricssink.New(cfg, js, store, metricssink.WithLogger(log))
+	httpd := obs.NewServer(cfg.MetricsAddr, obs.NewRegistry())
+	svc, err := metricssink.New(cfg, js, store, metricssink.WithLogger(log), metricssink.WithMetrics(httpd.Registry()))
+	if err == nil {
+		err = httpd.Listen()
+	}
 	if err != nil {
 		nc.Close()
 		return err
 	}
+	svc.Register(httpd)
+	log.Info().Str("addr", httpd.Addr()).Msg("dashboard, metrics and health endpoints")
+	go func() {
+		if err := httpd.Run(ctx); err != nil {
+			log.Error().Err(err).Msg("HTTP server stopped")
+		}
+	}()
 	// A lost ack only means a redelivery, which the store skips.
 	return errors.Join(svc.Run(ctx), bus.Drain(nc, cfg.DrainTimeout))
 }

@@ -1,0 +1,401 @@
+// Command bench-selection measures selections through NATS against a bare
+// NATS echo responder under the same set-up: one process, an embedded
+// JetStream server, the registry seeded with the example data, simulated GPU
+// samples, the selector (decision events on) and the metrics-sink writing
+// SQLite. For each number of requests in flight it reports requests/s and
+// p50/p99 latency of both, then how fast the sink ingested the events and
+// the largest consumer lag it saw. Run it with scripts/bench-nats.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/rs/zerolog"
+
+	"github.com/nlocalmodels/orchestrator/pkg/bus"
+	"github.com/nlocalmodels/orchestrator/pkg/catalog/exampledata"
+	"github.com/nlocalmodels/orchestrator/pkg/selection"
+	"github.com/nlocalmodels/orchestrator/pkg/telemetry"
+	metricssink "github.com/nlocalmodels/orchestrator/services/metrics-sink"
+	"github.com/nlocalmodels/orchestrator/services/registry"
+	"github.com/nlocalmodels/orchestrator/services/selector"
+)
+
+const echoSubject = "bench.echo"
+
+type options struct {
+	duration       time.Duration
+	inflight       []int
+	gpus           int
+	reservationTTL time.Duration
+	cpuProfile     string
+}
+
+func main() {
+	var o options
+	var levels string
+	flag.DurationVar(&o.duration, "duration", 3*time.Second, "how long each measurement runs")
+	flag.StringVar(&levels, "inflight", "1,8,64", "comma-separated numbers of requests in flight")
+	flag.IntVar(&o.gpus, "gpus", 64, "simulated GPUs (8 per host)")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the load phases to this file")
+	flag.DurationVar(&o.reservationTTL, "reservation-ttl", 0, "GPU memory reservation TTL; 0 keeps the simulated fleet from filling up, so every request is a full gpu_aware selection")
+	flag.Parse()
+	for _, f := range strings.Split(levels, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "bench-selection: -inflight %q: want positive integers\n", levels)
+			os.Exit(2)
+		}
+		o.inflight = append(o.inflight, n)
+	}
+	if err := run(context.Background(), o, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "bench-selection:", err)
+		os.Exit(1)
+	}
+}
+
+// system is everything the benchmark starts, in one process.
+type system struct {
+	url      string
+	selector *selector.Service
+	// startSink starts the metrics-sink (after the load: see run).
+	startSink func() (*metricssink.Service, error)
+	stop      func()
+}
+
+func start(ctx context.Context, o options, dir string) (*system, error) {
+	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Host: "127.0.0.1", Port: -1, DataDir: filepath.Join(dir, "nats")})
+	if err != nil {
+		return nil, err
+	}
+	url := srv.ClientURL()
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var conns []*nats.Conn
+	sys := &system{url: url}
+	sys.stop = func() {
+		cancel()
+		wg.Wait()
+		for _, nc := range conns {
+			nc.Close()
+		}
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	}
+	fail := func(err error) (*system, error) {
+		sys.stop()
+		return nil, err
+	}
+	nop := zerolog.Nop()
+	connect := func(name string) (*nats.Conn, error) {
+		nc, err := bus.Connect(ctx, bus.ConnConfig{URL: url, Logger: &nop}, name)
+		if err == nil {
+			conns = append(conns, nc)
+		}
+		return nc, err
+	}
+	goRun := func(what string, run func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				fmt.Fprintf(os.Stderr, "bench-selection: %s: %v\n", what, err)
+			}
+		}()
+	}
+
+	nc, err := connect("bench-admin")
+	if err != nil {
+		return fail(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fail(err)
+	}
+	if err := bus.Provision(ctx, js); err != nil {
+		return fail(err)
+	}
+
+	regConn, err := connect("registry")
+	if err != nil {
+		return fail(err)
+	}
+	reg, err := registry.New(registry.Config{}, regConn, registry.WithSeedData(exampledata.Registry, exampledata.Categories))
+	if err != nil {
+		return fail(err)
+	}
+	goRun("registry", reg.Run)
+	if err := waitReady(ctx, reg.Ready()); err != nil {
+		return fail(fmt.Errorf("registry: %w", err))
+	}
+	cfg := selection.DefaultConfig()
+	cfg.ReservationTTLMs = o.reservationTTL.Milliseconds()
+	if err := putConfig(ctx, js, cfg); err != nil {
+		return fail(err)
+	}
+
+	if err := publishSamples(ctx, js, o.gpus); err != nil {
+		return fail(err)
+	}
+	goRun("telemetry", func(ctx context.Context) error {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+				if err := publishSamples(ctx, js, o.gpus); err != nil && ctx.Err() == nil {
+					return err
+				}
+			}
+		}
+	})
+
+	selConn, err := connect("selector")
+	if err != nil {
+		return fail(err)
+	}
+	sys.selector, err = selector.New(selector.DefaultConfig(), selConn)
+	if err != nil {
+		return fail(err)
+	}
+	goRun("selector", sys.selector.Run)
+	if err := waitReady(ctx, sys.selector.Ready()); err != nil {
+		return fail(fmt.Errorf("selector: %w", err))
+	}
+
+	echoConn, err := connect("echo")
+	if err != nil {
+		return fail(err)
+	}
+	if _, err := micro.AddService(echoConn, micro.Config{Name: "echo", Version: "1.0.0", QueueGroup: "echo",
+		Endpoint: &micro.EndpointConfig{Subject: echoSubject, Handler: micro.HandlerFunc(func(r micro.Request) { _ = r.Respond(r.Data()) })},
+	}); err != nil {
+		return fail(err)
+	}
+	sys.startSink = func() (*metricssink.Service, error) {
+		store, err := metricssink.OpenStore(ctx, filepath.Join(dir, "selections.db"))
+		if err != nil {
+			return nil, err
+		}
+		sinkConn, err := connect("metrics-sink")
+		if err != nil {
+			return nil, err
+		}
+		sinkJS, err := jetstream.New(sinkConn)
+		if err != nil {
+			return nil, err
+		}
+		sink, err := metricssink.New(metricssink.Config{LagInterval: 100 * time.Millisecond, RateWindow: time.Second}, sinkJS, store)
+		if err != nil {
+			return nil, err
+		}
+		goRun("metrics-sink", func(ctx context.Context) error {
+			defer store.Close()
+			return sink.Run(ctx)
+		})
+		return sink, nil
+	}
+	return sys, nil
+}
+
+func waitReady(ctx context.Context, ready <-chan struct{}) error {
+	select {
+	case <-ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(30 * time.Second):
+		return errors.New("not ready after 30s")
+	}
+}
+
+func putConfig(ctx context.Context, js jetstream.JetStream, cfg selection.Config) error {
+	kv, err := js.KeyValue(ctx, bus.ConfigBucket)
+	if err != nil {
+		return err
+	}
+	data, err := json.Marshal(cfg)
+	if err != nil {
+		return err
+	}
+	_, err = kv.Put(ctx, bus.SelectionConfigKey, data)
+	return err
+}
+
+// publishSamples sends one fresh sample per simulated GPU.
+func publishSamples(ctx context.Context, js jetstream.JetStream, gpus int) error {
+	now := time.Now().UTC()
+	for i := range gpus {
+		total := []int64{81920, 46068, 24564}[i%3]
+		used := int64(rand.Float64() * 0.5 * float64(total))
+		s := telemetry.Sample{
+			Host: fmt.Sprintf("bench-%03d", i/8), Index: i % 8, UUID: fmt.Sprintf("GPU-bench-%05d", i), Name: "simulated",
+			Timestamp: now, Source: "simulated", MemoryTotalMB: total, MemoryUsedMB: used, MemoryFreeMB: total - used,
+			UtilizationGPUPct: float64(rand.IntN(100)), TemperatureC: float64(35 + rand.IntN(40)), PowerW: 150, PowerLimitW: 400, Healthy: true,
+		}
+		data, err := json.Marshal(s)
+		if err != nil {
+			return err
+		}
+		if _, err := js.Publish(ctx, bus.TelemetrySubject(s.Host, s.Index), data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// result is one load level against one subject.
+type result struct {
+	requests, failures int
+	elapsed            time.Duration
+	p50, p99           time.Duration
+}
+
+func (r result) rate() float64 { return float64(r.requests) / r.elapsed.Seconds() }
+
+// load keeps inflight requests outstanding on one connection for d.
+func load(nc *nats.Conn, subject string, bodies [][]byte, inflight int, d time.Duration) result {
+	var (
+		mu        sync.Mutex
+		latencies []time.Duration
+		failures  atomic.Int64
+		wg        sync.WaitGroup
+	)
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	for w := range inflight {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var mine []time.Duration
+			for i := w; time.Now().Before(deadline); i += inflight {
+				t := time.Now()
+				msg, err := nc.Request(subject, bodies[i%len(bodies)], 5*time.Second)
+				if err != nil || msg.Header.Get(micro.ErrorCodeHeader) != "" {
+					failures.Add(1)
+					continue
+				}
+				mine = append(mine, time.Since(t))
+			}
+			mu.Lock()
+			latencies = append(latencies, mine...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	res := result{requests: len(latencies), failures: int(failures.Load()), elapsed: time.Since(start)}
+	if len(latencies) > 0 {
+		slices.Sort(latencies)
+		res.p50 = latencies[len(latencies)/2]
+		res.p99 = latencies[len(latencies)*99/100]
+	}
+	return res
+}
+
+func run(ctx context.Context, o options, out io.Writer) error {
+	dir, err := os.MkdirTemp("", "bench-selection-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	sys, err := start(ctx, o, dir)
+	if err != nil {
+		return err
+	}
+	defer sys.stop()
+
+	client, err := nats.Connect(sys.url, nats.Name("bench-client"))
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	var bodies [][]byte
+	for _, c := range []string{"code", "math", "reasoning", "general", "chat", "multilingual"} {
+		b, _ := json.Marshal(selection.Request{TaskCategory: c})
+		bodies = append(bodies, b)
+	}
+
+	// Warm both paths (connections, caches) before measuring.
+	load(client, echoSubject, bodies, 8, 300*time.Millisecond)
+	load(client, bus.SelectSubject, bodies, 8, 300*time.Millisecond)
+
+	fmt.Fprintf(out, "GPUs: %d simulated; each level runs %s; decision events on; reservation TTL %s\n\n", o.gpus, o.duration, o.reservationTTL)
+	fmt.Fprintln(out, "| in flight | echo req/s | echo p50 | echo p99 | select req/s | select p50 | select p99 | select/echo | select errors |")
+	fmt.Fprintln(out, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	if o.cpuProfile != "" {
+		f, err := os.Create(o.cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+	}
+	best := 0.0
+	for _, n := range o.inflight {
+		echo := load(client, echoSubject, bodies, n, o.duration)
+		sel := load(client, bus.SelectSubject, bodies, n, o.duration)
+		best = max(best, sel.rate())
+		fmt.Fprintf(out, "| %d | %.0f | %s | %s | %.0f | %s | %s | %.2f | %d |\n", n,
+			echo.rate(), us(echo.p50), us(echo.p99), sel.rate(), us(sel.p50), us(sel.p99), sel.rate()/echo.rate(), sel.failures)
+	}
+
+	pprof.StopCPUProfile()
+	// Every event of the load is now in the stream (the selector's publishes
+	// are acknowledged); the sink starts against that backlog, so its ingest
+	// rate is measured on its own rather than competing for the same two
+	// cores with the load it is meant to absorb.
+	deadline := time.Now().Add(30 * time.Second)
+	for st := sys.selector.Stats(); st.EventsPublished+st.EventsFailed+st.EventsDropped < st.Selections && time.Now().Before(deadline); st = sys.selector.Stats() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	st := sys.selector.Stats()
+	sink, err := sys.startSink()
+	if err != nil {
+		return err
+	}
+	drainStart := time.Now()
+	deadline = drainStart.Add(120 * time.Second)
+	var maxLag uint64
+	for time.Now().Before(deadline) {
+		sk := sink.Stats()
+		maxLag = max(maxLag, sk.ConsumerLag)
+		if sk.Inserted+sk.Duplicates >= st.EventsPublished {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	drain := time.Since(drainStart)
+	sk := sink.Stats()
+	ingest := float64(sk.Inserted) / drain.Seconds()
+	fmt.Fprintf(out, "\nselector: %d selections, %d events published, %d dropped, %d failed\n", st.Selections, st.EventsPublished, st.EventsDropped, st.EventsFailed)
+	fmt.Fprintf(out, "metrics-sink: drained a backlog of %d events into SQLite in %s: %.0f rows/s ingest (%.1fx the selector's best %.0f selections/s); largest consumer lag seen %d, lag at the end %d\n",
+		sk.Inserted, drain.Round(time.Millisecond), ingest, ingest/best, best, maxLag, sk.ConsumerLag)
+	if sk.Inserted+sk.Duplicates < st.EventsPublished {
+		return fmt.Errorf("the sink stored %d of %d events in %s", sk.Inserted+sk.Duplicates, st.EventsPublished, drain)
+	}
+	return nil
+}
+
+func us(d time.Duration) string { return fmt.Sprintf("%.0f us", float64(d.Nanoseconds())/1e3) }

@@ -1,0 +1,19 @@
+package cli
+
+import "errors"
+
+// Sentinel errors of the command line.
+var (
+	// ErrUsage: the command line is wrong (flags, arguments, settings).
+	ErrUsage = errors.New("usage")
+	// ErrNoService: nothing serves the subject asked.
+	ErrNoService = errors.New("no service answers")
+	// ErrTimeout: the service did not answer in time.
+	ErrTimeout = errors.New("no reply in time")
+	// ErrBadReply: a reply could not be read.
+	ErrBadReply = errors.New("unreadable reply")
+	// ErrFile: an input file cannot be read or is not JSON.
+	ErrFile = errors.New("bad input file")
+	// ErrCatalog: the current catalog or config cannot be loaded.
+	ErrCatalog = errors.New("cannot load the current registry")
+)
