@@ -27,7 +27,9 @@ const (
 const maxReplicas = 5
 
 type provisionOptions struct {
+	// replicas is 0 unless WithReplicas was given.
 	replicas        int
+	replicasSet     bool
 	selectionMaxAge time.Duration
 }
 
@@ -35,9 +37,10 @@ type provisionOptions struct {
 type ProvisionOption func(*provisionOptions)
 
 // WithReplicas sets the replica count of every stream and bucket (3 in a
-// cluster; default 1). n must be 1..5.
+// cluster). Without it, existing streams keep theirs and new ones get 1.
+// n must be 1..5.
 func WithReplicas(n int) ProvisionOption {
-	return func(o *provisionOptions) { o.replicas = n }
+	return func(o *provisionOptions) { o.replicas, o.replicasSet = n, true }
 }
 
 // WithSelectionMaxAge sets how long decision events are kept (default 30 days).
@@ -50,11 +53,11 @@ func WithSelectionMaxAge(d time.Duration) ProvisionOption {
 // ConfigBucket). Running it again is harmless: existing
 // data is kept and settings are brought to the ones given.
 func Provision(ctx context.Context, js jetstream.JetStream, opts ...ProvisionOption) error {
-	o := provisionOptions{replicas: 1, selectionMaxAge: DefaultSelectionMaxAge}
+	o := provisionOptions{selectionMaxAge: DefaultSelectionMaxAge}
 	for _, opt := range opts {
 		opt(&o)
 	}
-	if o.replicas < 1 || o.replicas > maxReplicas {
+	if o.replicasSet && (o.replicas < 1 || o.replicas > maxReplicas) {
 		return fmt.Errorf("%w: replicas %d, want 1..%d", ErrProvision, o.replicas, maxReplicas)
 	}
 	if o.selectionMaxAge <= 0 {
@@ -69,7 +72,6 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ...ProvisionOpt
 			MaxMsgsPerSubject: TelemetryHistory,
 			MaxAge:            TelemetryMaxAge,
 			Storage:           jetstream.FileStorage,
-			Replicas:          o.replicas,
 		},
 		{
 			Name:        SelectionStream,
@@ -78,10 +80,10 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ...ProvisionOpt
 			Duplicates:  SelectionDedupWindow,
 			MaxAge:      o.selectionMaxAge,
 			Storage:     jetstream.FileStorage,
-			Replicas:    o.replicas,
 		},
 	}
 	for _, cfg := range streams {
+		cfg.Replicas = o.replicasFor(ctx, js, cfg.Name)
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("%w: stream %s: %w", ErrProvision, cfg.Name, err)
 		}
@@ -94,10 +96,25 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ...ProvisionOpt
 	}
 	for _, cfg := range buckets {
 		cfg.Storage = jetstream.FileStorage
-		cfg.Replicas = o.replicas
+		cfg.Replicas = o.replicasFor(ctx, js, "KV_"+cfg.Bucket)
 		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
 			return fmt.Errorf("%w: bucket %s: %w", ErrProvision, cfg.Bucket, err)
 		}
 	}
 	return nil
+}
+
+// replicasFor is the replica count to provision stream with: the one asked
+// for, else the stream's current count (so that a service provisioning with
+// defaults never scales an R3 cluster's streams down), else 1.
+func (o *provisionOptions) replicasFor(ctx context.Context, js jetstream.JetStream, stream string) int {
+	if o.replicasSet {
+		return o.replicas
+	}
+	if st, err := js.Stream(ctx, stream); err == nil {
+		if info := st.CachedInfo(); info != nil && info.Config.Replicas > 0 {
+			return info.Config.Replicas
+		}
+	}
+	return 1
 }

@@ -1,6 +1,7 @@
 package bus_test
 
 import (
+	"context"
 	"errors"
 	"slices"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nlocalmodels/orchestrator/pkg/bus"
+	"github.com/nlocalmodels/orchestrator/pkg/natstest"
 )
 
 func streamNames(t *testing.T, js jetstream.JetStream) []string {
@@ -212,5 +214,29 @@ func TestProvisionErrors(t *testing.T) {
 				t.Fatalf("err = %v, want ErrProvision", err)
 			}
 		})
+	}
+}
+
+// A service provisioning with defaults must not scale a stream down.
+func TestProvisionKeepsExistingReplicas(t *testing.T) {
+	c := natstest.StartCluster(t, 3)
+	nc := c.Connect(t)
+	js := natstest.JetStream(t, nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := bus.Provision(ctx, js, bus.WithReplicas(3)); err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.Provision(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{bus.SelectionStream, bus.TelemetryStream, "KV_" + bus.ModelsBucket} {
+		st, err := js.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := st.CachedInfo().Config.Replicas; r != 3 {
+			t.Errorf("%s has %d replicas after a default Provision, want 3", name, r)
+		}
 	}
 }

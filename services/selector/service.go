@@ -50,6 +50,10 @@ type Service struct {
 
 	selections atomic.Uint64
 	errors     [5]atomic.Uint64 // by errorCodes index
+	// handling is held shared by every request in flight and exclusively
+	// by shutdown, which then sets stopping.
+	handling   sync.RWMutex
+	stopping   bool
 	registerer prometheus.Registerer
 	metrics    *metrics
 }
@@ -100,7 +104,7 @@ func New(cfg Config, nc *nats.Conn, opts ...Option) (*Service, error) {
 	for _, o := range opts {
 		o(s)
 	}
-	s.log = s.log.With().Str("service", "selector").Str("instance", cfg.Instance).Logger()
+	s.log = s.log.With().Str("instance", cfg.Instance).Logger()
 	s.events = newPublisher(js, s.log, cfg.EventBuffer, cfg.EventRetries)
 	s.sharer = &sharer{nc: nc, log: s.log}
 	if s.registerer == nil {
@@ -190,6 +194,11 @@ func (s *Service) Run(ctx context.Context) error {
 		wg.Wait()
 		return fmt.Errorf("%w: add micro service: %w", ErrWarmup, err)
 	}
+	// Ready means servable from any connection: the server must hold the
+	// endpoint subscriptions first.
+	if err := s.nc.FlushTimeout(s.cfg.WarmupTimeout); err != nil {
+		s.log.Warn().Err(err).Msg("flush after adding the endpoints")
+	}
 	s.readyOnce.Do(func() { close(s.ready) })
 	snap := s.snap.Load()
 	s.log.Info().Int("gpus", snap.fleet.Len()).Bool("registry_loaded", snap.engine != nil).
@@ -198,6 +207,12 @@ func (s *Service) Run(ctx context.Context) error {
 	s.maintain(runCtx)
 
 	_ = svc.Stop()
+	// Stop drains the endpoints without waiting for their handlers: wait for
+	// those in flight, so every answered request's event is queued before
+	// the publisher's last pass; later deliveries are refused.
+	s.handling.Lock()
+	s.stopping = true
+	s.handling.Unlock()
 	close(stopPub)
 	flush := time.AfterFunc(s.cfg.DrainTimeout, cancelPub)
 	<-pubDone
@@ -374,6 +389,12 @@ func (s *Service) consumeTelemetry(ctx context.Context, warmed func()) (jetstrea
 // handle answers one selection request and records its outcome.
 func (s *Service) handle(req micro.Request) {
 	start := time.Now()
+	s.handling.RLock()
+	defer s.handling.RUnlock()
+	if s.stopping {
+		s.fail(req, labels{}, bus.CodeNotReady, fmt.Errorf("%w: shutting down", ErrNotReady), nil)
+		return
+	}
 	l := s.answer(req, start)
 	s.metrics.observe(start, l.category, l.model, l.mode, l.outcome)
 }

@@ -376,6 +376,9 @@ func (s *System) startRegistry(ctx context.Context, connect func(string) (*nats.
 	// Provisioning is done once, above; the registry only seeds.
 	rcfg := registry.Config{Provision: false}
 	opts := []registry.Option{registry.WithLogger(s.newLog("registry"))}
+	if s.httpd != nil {
+		opts = append(opts, registry.WithMetrics(s.httpd.Registry()))
+	}
 	if s.cfg.Seed {
 		opts = append(opts, registry.WithSeedData(exampledata.Registry, exampledata.Categories))
 	}
@@ -398,7 +401,11 @@ func (s *System) startTelemetry(ctx context.Context, connect func(string) (*nats
 		Host: cfg.TelemetryHost, Interval: cfg.TelemetryInterval, ReadTimeout: readTimeout,
 		Source: cfg.GPUSource, Simulate: true, SimGpus: SimulatedGPUSpecs(cfg.SimulateGPUs),
 	}
-	svc, err := gputelemetry.New(tcfg, nc, gputelemetry.WithLogger(s.newLog("gpu-telemetry")))
+	topts := []gputelemetry.Option{gputelemetry.WithLogger(s.newLog("gpu-telemetry"))}
+	if s.httpd != nil {
+		topts = append(topts, gputelemetry.WithMetrics(s.httpd.Registry()))
+	}
+	svc, err := gputelemetry.New(tcfg, nc, topts...)
 	if err != nil {
 		return err
 	}
