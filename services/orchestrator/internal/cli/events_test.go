@@ -101,6 +101,14 @@ func TestEventsReplay(t *testing.T) {
 func TestEventsTail(t *testing.T) {
 	ts := startSystem(t)
 	ts.selectJSON(t, "--category", "code", "--request-id", "old") // before the tail: not shown
+	// Its event is published after the reply: wait until the stream holds it,
+	// or the tail (new events only) could still see it.
+	eventually(t, "the old event in the stream", func() error {
+		if out := ts.ok(t, "events", "replay", "--since", "1h", "--json"); !strings.Contains(out, `"old"`) {
+			return fmt.Errorf("replay %q", out)
+		}
+		return nil
+	})
 	var out bytes.Buffer
 	errOut := &syncBuffer{}
 	done := make(chan int, 1)

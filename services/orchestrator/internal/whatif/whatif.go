@@ -124,8 +124,8 @@ type Outcome struct {
 	// Recorded is the model the event chose; New the model chosen now ("" when
 	// the decision could not be made again, see Err).
 	Recorded, New string
-	// Changed: New differs from Recorded and Recorded is not within the new
-	// config's tie_epsilon of the new best, so the change is not a mere tie.
+	// Changed: New differs from Recorded and Recorded, decided alone, is not
+	// within the new config's tie_epsilon of the new best: not a mere tie.
 	Changed bool
 	// Err says why no model could be chosen now (e.g. the constraints no
 	// longer match anything); such a decision counts as changed.
@@ -165,27 +165,32 @@ func (r *Rescorer) Rescore(ev *events.SelectionEvent) Outcome {
 	}
 	out.New = res.Model.ID
 	out.Unplaced = res.Degraded && !ev.Degraded
-	out.Changed = out.New != out.Recorded && !withinTie(&res, out.Recorded, r.engine.Config().TieEpsilon)
+	if out.New != out.Recorded {
+		out.Changed = !r.stillNearTie(ev, fleet, &res)
+	}
 	return out
 }
 
-// tieSlack absorbs float rounding in the tie comparison.
-const tieSlack = 1e-12
-
-// withinTie reports whether model is among the result's alternatives with a
-// final score within eps of the best one.
-func withinTie(res *selection.Result, model string, eps float64) bool {
+// stillNearTie reports whether the recorded model, decided again alone on
+// the same fleet, scores within tie_epsilon of the new best: then the new
+// pick differs only by the near-tie draw, which depends on which GPUs the
+// event recorded, not on the config.
+func (r *Rescorer) stillNearTie(ev *events.SelectionEvent, fleet *selection.Fleet, res *selection.Result) bool {
+	req := ev.Request
+	req.Constraints.AllowModels = []string{ev.SelectedModel}
+	alone, err := r.engine.Select(selection.Query{Request: req, Now: ev.Timestamp, Seed: ev.TieSeed}, fleet)
+	if err != nil {
+		return false
+	}
 	best := res.FinalScore
 	for _, a := range res.Alternatives {
 		best = max(best, a.FinalScore)
 	}
-	for _, a := range res.Alternatives {
-		if a.ModelID == model && a.FinalScore >= best-eps-tieSlack {
-			return true
-		}
-	}
-	return false
+	return alone.FinalScore >= best-r.engine.Config().TieEpsilon-tieSlack
 }
+
+// tieSlack absorbs float rounding in the tie comparison.
+const tieSlack = 1e-12
 
 // Transition counts changed decisions of one category from one model to another.
 type Transition struct {
