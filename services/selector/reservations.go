@@ -72,6 +72,8 @@ func (s *Service) onReservations(m *nats.Msg) {
 		s.log.Warn().Err(err).Str("subject", m.Subject).Msg("ignoring malformed reservations")
 		return
 	}
+	s.ledgerMu.Lock()
+	defer s.ledgerMu.Unlock()
 	for _, r := range batch {
 		if r.ID != "" && r.GPUKey != "" {
 			s.ledger.Reserve(r)

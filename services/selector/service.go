@@ -52,8 +52,10 @@ type Service struct {
 	errors     [5]atomic.Uint64 // by errorCodes index
 	// handling is held shared by every request in flight and exclusively
 	// by shutdown, which then sets stopping.
-	handling   sync.RWMutex
-	stopping   bool
+	handling sync.RWMutex
+	stopping bool
+	// ledgerMu keeps the ledger still while a decision reads and records it.
+	ledgerMu   sync.Mutex
 	registerer prometheus.Registerer
 	metrics    *metrics
 }
@@ -374,7 +376,9 @@ func (s *Service) consumeTelemetry(ctx context.Context, warmed func()) (jetstrea
 		if err := json.Unmarshal(msg.Data(), &sample); err != nil {
 			s.log.Warn().Err(err).Str("subject", msg.Subject()).Msg("ignoring undecodable GPU sample")
 		} else if s.cache.Put(sample) {
+			s.ledgerMu.Lock()
 			s.ledger.Observe(sample.Key(), sample.Timestamp)
+			s.ledgerMu.Unlock()
 		}
 		if md, err := msg.Metadata(); err == nil && md.NumPending == 0 {
 			warmed()
@@ -422,7 +426,8 @@ func (s *Service) answer(req micro.Request, start time.Time) labels {
 	if snap == nil || snap.engine == nil {
 		return s.fail(req, labels{}, bus.CodeNotReady, fmt.Errorf("%w: no valid registry loaded (import one with `orchestrator registry import`)", ErrNotReady), nil)
 	}
-	res, err := snap.engine.Select(selection.Query{Request: r, Now: now, Seed: rand.Uint64()}, snap.fleet)
+	eventID := nuid.Next()
+	res, reply, ev, err := s.decide(snap, &r, eventID, now, start)
 	if err != nil {
 		var nc *selection.NoCandidateError
 		switch {
@@ -440,8 +445,6 @@ func (s *Service) answer(req micro.Request, start time.Time) labels {
 	if res.Degraded {
 		l.outcome = outcomeDegraded
 	}
-	eventID := nuid.Next()
-	reply := res.Reply(&r, eventID, now, time.Since(start))
 	body, err := json.Marshal(&reply)
 	if err != nil {
 		return s.fail(req, labels{category: r.TaskCategory}, bus.CodeInternal, err, nil)
@@ -450,13 +453,27 @@ func (s *Service) answer(req micro.Request, start time.Time) labels {
 		s.log.Warn().Err(err).Msg("send selection reply")
 	}
 	s.selections.Add(1)
-	// The event records the reservations as the decision saw them: before its own.
-	ev := events.FromReply(&r, &reply, s.cfg.Instance, snap.fleet, now)
+	s.events.enqueue(ev)
+	return l
+}
+
+// decide selects, records the decision's inputs in its event and reserves
+// the placement, with the ledger held still: the event must carry exactly
+// the reservations the selection saw (replay and what-if depend on it), not
+// one a parallel request or a newer sample changed in between.
+func (s *Service) decide(snap *snapshot, r *selection.Request, eventID string, now, start time.Time) (selection.Result, selection.Reply, events.SelectionEvent, error) {
+	s.ledgerMu.Lock()
+	defer s.ledgerMu.Unlock()
+	res, err := snap.engine.Select(selection.Query{Request: *r, Now: now, Seed: rand.Uint64()}, snap.fleet)
+	if err != nil {
+		return res, selection.Reply{}, events.SelectionEvent{}, err
+	}
+	reply := res.Reply(r, eventID, now, time.Since(start))
+	ev := events.FromReply(r, &reply, s.cfg.Instance, snap.fleet, now)
 	if res.GPU != nil {
 		s.reserve(eventID, res.GPU.Key, res.Model.GPUMemoryMB, now, snap.engine.Config().ReservationTTL())
 	}
-	s.events.enqueue(ev)
-	return l
+	return res, reply, ev, nil
 }
 
 func (s *Service) reserve(id, gpuKey string, mb int64, now time.Time, ttl time.Duration) {

@@ -235,7 +235,9 @@ func TestUnchangedConfigChangesNothing(t *testing.T) {
 	total := 0
 	for batch := range 3 {
 		var reqs []selection.Request
-		for i := range 12 {
+		// One request per category: even the largest picks fit the four GPUs
+		// together, before the next samples clear the batch's reservations.
+		for i := range len(categories) {
 			reqs = append(reqs, selection.Request{
 				RequestID:    fmt.Sprintf("b%d-%d", batch, i),
 				TaskCategory: categories[i%len(categories)],
