@@ -4,5 +4,5 @@ go 1.26.8
 
 require (
 	github.com/santhosh-tekuri/jsonschema/v6 v6.0.3
-	golang.org/x/text v0.14.0
+	golang.org/x/text v0.43.0
 )

@@ -251,28 +251,29 @@ func (s *Service) Run(ctx context.Context) (err error) {
 		wg.Go(func() { s.logStats(bgCtx) })
 	}
 
-	backoff := retryMin
-	for ctx.Err() == nil {
-		msgs, ferr := fetch(cons, s.cfg.BatchSize, s.cfg.BatchWait)
-		perr := s.process(ctx, msgs, backoff)
-		if ferr != nil {
-			if errors.Is(ferr, nats.ErrConnectionClosed) || errors.Is(ferr, jetstream.ErrConnectionClosed) {
-				return fmt.Errorf("%w: %s: %w", ErrConsumer, bus.SinkConsumer, ferr)
+	// Fetching and decoding the next batch overlaps writing this one: on a
+	// busy sink they take about as long as the write.
+	batches := make(chan fetched, 1)
+	recreate := func() {
+		c, err := s.consumer(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				s.log.Warn().Err(err).Msg("cannot recreate consumer")
 			}
-			s.stats.update(func(st *Stats, _ *rateMeter) { st.FetchErrors++ })
-			s.log.Warn().Err(ferr).Dur("retry_in", backoff).Msg("fetch from consumer failed")
-			if errors.Is(ferr, jetstream.ErrConsumerNotFound) || errors.Is(ferr, jetstream.ErrConsumerDeleted) {
-				if c, err := s.consumer(ctx); err == nil {
-					consMu.Lock()
-					cons = c
-					consMu.Unlock()
-					s.log.Info().Str("consumer", bus.SinkConsumer).Msg("consumer recreated")
-				} else if ctx.Err() == nil {
-					s.log.Warn().Err(err).Msg("cannot recreate consumer")
-				}
-			}
+			return
 		}
-		if perr != nil || ferr != nil {
+		consMu.Lock()
+		cons = c
+		consMu.Unlock()
+		s.log.Info().Str("consumer", bus.SinkConsumer).Msg("consumer recreated")
+	}
+	wg.Go(func() { s.fetchBatches(ctx, current, recreate, batches) })
+	backoff := retryMin
+	for b := range batches {
+		if b.err != nil {
+			return b.err
+		}
+		if err := s.write(ctx, b, backoff); err != nil {
 			s.sleep(ctx, backoff)
 			backoff = min(2*backoff, s.cfg.RetryMax)
 			continue
@@ -297,29 +298,72 @@ func fetch(cons jetstream.Consumer, size int, wait time.Duration) ([]jetstream.M
 	return msgs, batch.Error()
 }
 
-// process stores one fetched batch and acks it after the commit. Poison
-// messages are terminated and counted; they never hold the batch up. It
-// returns an error only when the store failed, after naking the batch.
-func (s *Service) process(ctx context.Context, msgs []jetstream.Msg, nakDelay time.Duration) error {
+// fetched is one batch of storable events and their messages, or the error
+// that ends Run.
+type fetched struct {
+	evs  []events.SelectionEvent
+	msgs []jetstream.Msg
+	err  error
+}
+
+// fetchBatches pulls and decodes batches into out until ctx ends or the
+// connection closes, then closes out. A failed fetch is counted and retried
+// with backoff; a consumer that disappeared is recreated.
+func (s *Service) fetchBatches(ctx context.Context, cons func() jetstream.Consumer, recreate func(), out chan<- fetched) {
+	defer close(out)
+	backoff := retryMin
+	for ctx.Err() == nil {
+		msgs, ferr := fetch(cons(), s.cfg.BatchSize, s.cfg.BatchWait)
+		if b := s.decode(msgs); len(b.evs) > 0 {
+			out <- b
+		}
+		if ferr == nil {
+			backoff = retryMin
+			continue
+		}
+		if errors.Is(ferr, nats.ErrConnectionClosed) || errors.Is(ferr, jetstream.ErrConnectionClosed) {
+			out <- fetched{err: fmt.Errorf("%w: %s: %w", ErrConsumer, bus.SinkConsumer, ferr)}
+			return
+		}
+		s.stats.update(func(st *Stats, _ *rateMeter) { st.FetchErrors++ })
+		s.log.Warn().Err(ferr).Dur("retry_in", backoff).Msg("fetch from consumer failed")
+		if errors.Is(ferr, jetstream.ErrConsumerNotFound) || errors.Is(ferr, jetstream.ErrConsumerDeleted) {
+			recreate()
+		}
+		s.sleep(ctx, backoff)
+		backoff = min(2*backoff, s.cfg.RetryMax)
+	}
+}
+
+// decode turns fetched messages into events. Poison messages are terminated
+// and counted; they never hold the batch up.
+func (s *Service) decode(msgs []jetstream.Msg) fetched {
 	if len(msgs) == 0 {
-		return nil
+		return fetched{}
 	}
 	// The last message delivered knows how many the stream holds beyond it.
 	if meta, err := msgs[len(msgs)-1].Metadata(); err == nil {
 		now := time.Now()
 		s.stats.update(func(st *Stats, _ *rateMeter) { st.ConsumerLag, st.LagUpdated = meta.NumPending, now })
 	}
-	evs := make([]events.SelectionEvent, 0, len(msgs))
-	kept := make([]jetstream.Msg, 0, len(msgs))
+	b := fetched{evs: make([]events.SelectionEvent, 0, len(msgs)), msgs: make([]jetstream.Msg, 0, len(msgs))}
 	for _, m := range msgs {
 		ev, err := DecodeEvent(m.Data())
 		if err != nil {
 			s.poison(m, err)
 			continue
 		}
-		evs = append(evs, ev)
-		kept = append(kept, m)
+		b.evs = append(b.evs, ev)
+		b.msgs = append(b.msgs, m)
 	}
+	return b
+}
+
+// write stores one batch and acks it after the commit. A row the store
+// refuses is terminated as poison and the rest retried at once. It returns
+// an error only when the store failed, after naking the batch.
+func (s *Service) write(ctx context.Context, b fetched, nakDelay time.Duration) error {
+	evs, kept := b.evs, b.msgs
 	// These messages are ours until AckWait: finishing the batch on shutdown
 	// saves their redelivery, so the commit outlives ctx (bounded by AckWait).
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.AckWait)
@@ -363,8 +407,6 @@ func (s *Service) process(ctx context.Context, msgs []jetstream.Msg, nakDelay ti
 	return nil
 }
 
-// poison terminates a message that can never be stored, so it neither blocks
-// the stream nor comes back.
 func (s *Service) poison(m jetstream.Msg, cause error) {
 	s.stats.update(func(st *Stats, _ *rateMeter) { st.Poison++ })
 	ev := s.log.Error().Err(cause).Str("subject", m.Subject())

@@ -2,7 +2,6 @@ package selector
 
 import (
 	"context"
-	"encoding/json"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,8 +22,10 @@ type publisher struct {
 	js      jetstream.JetStream
 	log     zerolog.Logger
 	retries int
-	queue   chan events.SelectionEvent
-	acks    chan pendingEvent
+	// sizeHint is the largest event encoded so far (publish is single-threaded).
+	sizeHint int
+	queue    chan events.SelectionEvent
+	acks     chan pendingEvent
 
 	published atomic.Uint64
 	retried   atomic.Uint64
@@ -93,12 +94,14 @@ func (p *publisher) run(ctx context.Context, stop <-chan struct{}) {
 }
 
 func (p *publisher) publish(ctx context.Context, ev events.SelectionEvent) {
-	data, err := json.Marshal(ev)
-	if err != nil { // cannot happen for this type; counted, not hidden
+	// The message keeps its own buffer: a retry may resend it after the ack.
+	data, err := ev.AppendJSON(make([]byte, 0, p.sizeHint))
+	if err != nil { // a non-finite number or out-of-range time; counted, not hidden
 		p.failed.Add(1)
 		p.log.Error().Err(err).Str("event_id", ev.EventID).Msg("encode decision event")
 		return
 	}
+	p.sizeHint = max(p.sizeHint, len(data))
 	msg := &nats.Msg{Subject: bus.SelectionEventSubject(ev.TaskCategory), Data: data, Header: nats.Header{}}
 	msg.Header.Set(jetstream.MsgIDHeader, ev.EventID)
 	fut, err := p.js.PublishMsgAsync(msg)

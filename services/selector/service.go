@@ -445,10 +445,14 @@ func (s *Service) answer(req micro.Request, start time.Time) labels {
 	if res.Degraded {
 		l.outcome = outcomeDegraded
 	}
-	body, err := json.Marshal(&reply)
+	buf := replyBuffers.Get().(*[]byte)
+	defer replyBuffers.Put(buf)
+	body, err := reply.AppendJSON((*buf)[:0])
 	if err != nil {
 		return s.fail(req, labels{category: r.TaskCategory}, bus.CodeInternal, err, nil)
 	}
+	*buf = body
+	// Respond copies body into the connection's buffer before it returns.
 	if err := req.Respond(body); err != nil {
 		s.log.Warn().Err(err).Msg("send selection reply")
 	}
@@ -456,6 +460,10 @@ func (s *Service) answer(req micro.Request, start time.Time) labels {
 	s.events.enqueue(ev)
 	return l
 }
+
+// replyBuffers recycles reply encodings: a reply is a kilobyte or two and
+// there is one per request.
+var replyBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
 
 // decide selects, records the decision's inputs in its event and reserves
 // the placement, with the ledger held still: the event must carry exactly

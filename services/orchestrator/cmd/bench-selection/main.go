@@ -47,6 +47,7 @@ type options struct {
 	gpus           int
 	reservationTTL time.Duration
 	cpuProfile     string
+	sinkProfile    string
 }
 
 func main() {
@@ -56,6 +57,7 @@ func main() {
 	flag.StringVar(&levels, "inflight", "1,8,64", "comma-separated numbers of requests in flight")
 	flag.IntVar(&o.gpus, "gpus", 64, "simulated GPUs (8 per host)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the load phases to this file")
+	flag.StringVar(&o.sinkProfile, "sink-cpuprofile", "", "write a CPU profile of the sink draining the backlog to this file")
 	flag.DurationVar(&o.reservationTTL, "reservation-ttl", 0, "GPU memory reservation TTL; 0 keeps the simulated fleet from filling up, so every request is a full gpu_aware selection")
 	flag.Parse()
 	for _, f := range strings.Split(levels, ",") {
@@ -342,15 +344,8 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	fmt.Fprintf(out, "GPUs: %d simulated; each level runs %s; decision events on; reservation TTL %s\n\n", o.gpus, o.duration, o.reservationTTL)
 	fmt.Fprintln(out, "| in flight | echo req/s | echo p50 | echo p99 | select req/s | select p50 | select p99 | select/echo | select errors |")
 	fmt.Fprintln(out, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-	if o.cpuProfile != "" {
-		f, err := os.Create(o.cpuProfile)
-		if err == nil {
-			err = pprof.StartCPUProfile(f)
-		}
-		if err != nil {
-			return err
-		}
-		defer f.Close()
+	if err := startProfile(o.cpuProfile); err != nil {
+		return err
 	}
 	best := 0.0
 	for _, n := range o.inflight {
@@ -371,6 +366,9 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		time.Sleep(10 * time.Millisecond)
 	}
 	st := sys.selector.Stats()
+	if err := startProfile(o.sinkProfile); err != nil {
+		return err
+	}
 	sink, err := sys.startSink()
 	if err != nil {
 		return err
@@ -387,6 +385,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		time.Sleep(10 * time.Millisecond)
 	}
 	drain := time.Since(drainStart)
+	pprof.StopCPUProfile()
 	sk := sink.Stats()
 	ingest := float64(sk.Inserted) / drain.Seconds()
 	fmt.Fprintf(out, "\nselector: %d selections, %d events published, %d dropped, %d failed\n", st.Selections, st.EventsPublished, st.EventsDropped, st.EventsFailed)
@@ -396,6 +395,21 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		return fmt.Errorf("the sink stored %d of %d events in %s", sk.Inserted+sk.Duplicates, st.EventsPublished, drain)
 	}
 	return nil
+}
+
+// startProfile starts a CPU profile into path, if one is asked for; the
+// caller stops it.
+func startProfile(path string) error {
+	if path == "" {
+		return nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	// The file stays open until the process exits: pprof writes to it until
+	// StopCPUProfile.
+	return pprof.StartCPUProfile(f)
 }
 
 func us(d time.Duration) string { return fmt.Sprintf("%.0f us", float64(d.Nanoseconds())/1e3) }

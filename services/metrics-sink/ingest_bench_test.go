@@ -1,0 +1,75 @@
+package metricssink
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nlocalmodels/orchestrator/pkg/events"
+	"github.com/nlocalmodels/orchestrator/pkg/selection"
+	"github.com/nlocalmodels/orchestrator/pkg/telemetry"
+)
+
+// benchEvent is an event the size the selector publishes: three
+// alternatives on GPUs and the four GPU samples the decision saw.
+func benchEvent(i int) events.SelectionEvent {
+	ev := makeEvent(i)
+	g := &selection.GPURef{Host: "gpu-host-1", Index: i % 8, UUID: fmt.Sprintf("GPU-%08d", i%64), Name: "NVIDIA A100-SXM4-80GB"}
+	ev.Alternatives = nil
+	for _, m := range []string{"llama-3.1-8b-instruct-q4_k_m", "mistral-7b-instruct-v0.3-q5_k_m", "qwen2.5-7b-instruct-q4_k_m"} {
+		ev.Alternatives = append(ev.Alternatives, selection.Alternative{ModelID: m, GPU: g, FinalScore: 0.512345, Scores: ev.Scores})
+	}
+	for j := range 4 {
+		ev.GPUs = append(ev.GPUs, events.GPUState{ReservedMB: 4096, Sample: telemetry.Sample{
+			Host: "gpu-host-1", Index: j, UUID: fmt.Sprintf("GPU-%08d", j), Name: "NVIDIA A100-SXM4-80GB",
+			Timestamp: ev.Timestamp.Add(-time.Second), Source: "nvml", MemoryTotalMB: 81920, MemoryUsedMB: 20480, MemoryFreeMB: 61440,
+			UtilizationGPUPct: 57, UtilizationMemoryPct: 31, TemperatureC: 61, PowerW: 250.5, PowerLimitW: 400, Healthy: true,
+		}})
+	}
+	return ev
+}
+
+// BenchmarkIngest measures the sink's work per row, decoding the message
+// through committing its batch to SQLite: rows/s is what the sink can take.
+func BenchmarkIngest(b *testing.B) {
+	const batch = DefaultBatchSize
+	ctx := context.Background()
+	st, err := OpenSQLite(ctx, filepath.Join(b.TempDir(), "bench.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	msgs := make([][]byte, 0, batch)
+	size := 0
+	for i := range batch {
+		data, err := json.Marshal(benchEvent(i))
+		if err != nil {
+			b.Fatal(err)
+		}
+		msgs = append(msgs, data)
+		size += len(data)
+	}
+	b.SetBytes(int64(size / batch))
+	b.ResetTimer()
+	n := 0
+	evs := make([]events.SelectionEvent, 0, batch)
+	for n < b.N {
+		evs = evs[:0]
+		for i := 0; i < batch && n < b.N; i++ {
+			ev, err := DecodeEvent(msgs[i])
+			if err != nil {
+				b.Fatal(err)
+			}
+			ev.EventID = fmt.Sprintf("ev-%09d", n) // every row new
+			evs = append(evs, ev)
+			n++
+		}
+		if _, err := st.Insert(ctx, evs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+}

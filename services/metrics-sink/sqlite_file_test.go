@@ -1,0 +1,56 @@
+package metricssink
+
+import (
+	"database/sql"
+	"path/filepath"
+	"testing"
+)
+
+// A new SQLite file gets WAL and the large page size; a file made before
+// keeps its page size and still takes rows.
+func TestSQLiteFileSettings(t *testing.T) {
+	settings := func(t *testing.T, st *SQLiteStore) (pageSize int, mode string) {
+		t.Helper()
+		if err := st.DB().QueryRowContext(testCtx(t), "PRAGMA page_size").Scan(&pageSize); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.DB().QueryRowContext(testCtx(t), "PRAGMA journal_mode").Scan(&mode); err != nil {
+			t.Fatal(err)
+		}
+		return pageSize, mode
+	}
+	tests := []struct {
+		name     string
+		prepare  func(t *testing.T, path string)
+		wantPage int
+	}{
+		{"new file", func(*testing.T, string) {}, sqlitePageSize},
+		{"file made with 4 KiB pages", func(t *testing.T, path string) {
+			db, err := sql.Open("sqlite", path+"?_pragma=page_size(4096)")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			if _, err := db.ExecContext(testCtx(t), "CREATE TABLE earlier (x)"); err != nil {
+				t.Fatal(err)
+			}
+		}, 4096},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "selections.db")
+			tt.prepare(t, path)
+			st, err := OpenSQLite(testCtx(t), path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			if page, mode := settings(t, st); page != tt.wantPage || mode != "wal" {
+				t.Fatalf("page_size %d, journal_mode %q; want %d, wal", page, mode, tt.wantPage)
+			}
+			if n, err := st.Insert(testCtx(t), makeEvents(0, 3)); err != nil || n != 3 {
+				t.Fatalf("Insert = %d, %v; want 3 rows", n, err)
+			}
+		})
+	}
+}
