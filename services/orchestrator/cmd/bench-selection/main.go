@@ -28,6 +28,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
+	"github.com/nats-io/nuid"
 	"github.com/rs/zerolog"
 
 	"github.com/nlocalmodels/orchestrator/pkg/bus"
@@ -39,7 +40,13 @@ import (
 	"github.com/nlocalmodels/orchestrator/services/selector"
 )
 
-const echoSubject = "bench.echo"
+const (
+	echoSubject = "bench.echo"
+	// wireSubject answers like the selector, minus the selection: a
+	// recorded reply, and a recorded event published to wireStream.
+	wireSubject = "bench.wire"
+	wireStream  = "BENCH_WIRE"
+)
 
 type options struct {
 	duration       time.Duration
@@ -337,23 +344,34 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		bodies = append(bodies, b)
 	}
 
-	// Warm both paths (connections, caches) before measuring.
+	// Warm the paths (connections, caches) before measuring.
 	load(client, echoSubject, bodies, 8, 300*time.Millisecond)
 	load(client, bus.SelectSubject, bodies, 8, 300*time.Millisecond)
+	wr, err := startWire(ctx, sys.url, client)
+	if err != nil {
+		return err
+	}
+	defer wr.stop()
+	load(client, wireSubject, bodies, 8, 300*time.Millisecond)
+	wr.settle()
 
-	fmt.Fprintf(out, "GPUs: %d simulated; each level runs %s; decision events on; reservation TTL %s\n\n", o.gpus, o.duration, o.reservationTTL)
-	fmt.Fprintln(out, "| in flight | echo req/s | echo p50 | echo p99 | select req/s | select p50 | select p99 | select/echo | select errors |")
-	fmt.Fprintln(out, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	fmt.Fprintf(out, "GPUs: %d simulated; each level runs %s; decision events on; reservation TTL %s\n", o.gpus, o.duration, o.reservationTTL)
+	fmt.Fprintln(out, "wire: a responder that sends a recorded selection reply and publishes a recorded decision event (same sizes, same way), without selecting\n")
+	fmt.Fprintln(out, "| in flight | echo req/s | echo p50 | echo p99 | wire req/s | select req/s | select p50 | select p99 | select/echo | select/wire | select errors |")
+	fmt.Fprintln(out, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	if err := startProfile(o.cpuProfile); err != nil {
 		return err
 	}
 	best := 0.0
 	for _, n := range o.inflight {
 		echo := load(client, echoSubject, bodies, n, o.duration)
+		wire := load(client, wireSubject, bodies, n, o.duration)
+		wr.settle()
 		sel := load(client, bus.SelectSubject, bodies, n, o.duration)
 		best = max(best, sel.rate())
-		fmt.Fprintf(out, "| %d | %.0f | %s | %s | %.0f | %s | %s | %.2f | %d |\n", n,
-			echo.rate(), us(echo.p50), us(echo.p99), sel.rate(), us(sel.p50), us(sel.p99), sel.rate()/echo.rate(), sel.failures)
+		fmt.Fprintf(out, "| %d | %.0f | %s | %s | %.0f | %.0f | %s | %s | %.2f | %.2f | %d |\n", n,
+			echo.rate(), us(echo.p50), us(echo.p99), wire.rate(), sel.rate(), us(sel.p50), us(sel.p99),
+			sel.rate()/echo.rate(), sel.rate()/wire.rate(), sel.failures)
 	}
 
 	pprof.StopCPUProfile()
@@ -388,13 +406,100 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	pprof.StopCPUProfile()
 	sk := sink.Stats()
 	ingest := float64(sk.Inserted) / drain.Seconds()
-	fmt.Fprintf(out, "\nselector: %d selections, %d events published, %d dropped, %d failed\n", st.Selections, st.EventsPublished, st.EventsDropped, st.EventsFailed)
+	fmt.Fprintf(out, "\nwire: %d events dropped (buffer full)\n", wr.dropped.Load())
+	fmt.Fprintf(out, "selector: %d selections, %d events published, %d dropped, %d failed\n", st.Selections, st.EventsPublished, st.EventsDropped, st.EventsFailed)
 	fmt.Fprintf(out, "metrics-sink: drained a backlog of %d events into SQLite in %s: %.0f rows/s ingest (%.1fx the selector's best %.0f selections/s); largest consumer lag seen %d, lag at the end %d\n",
 		sk.Inserted, drain.Round(time.Millisecond), ingest, ingest/best, best, maxLag, sk.ConsumerLag)
 	if sk.Inserted+sk.Duplicates < st.EventsPublished {
 		return fmt.Errorf("the sink stored %d of %d events in %s", sk.Inserted+sk.Duplicates, st.EventsPublished, drain)
 	}
 	return nil
+}
+
+// startWire starts the wire responder: per request it does what the
+// selector does besides selecting (reply with a recorded reply, hand a
+// recorded event to a publisher goroutine that publishes it asynchronously
+// with a fresh Nats-Msg-Id into a stream like the selection stream), so the
+// select/wire ratio shows what the selection itself costs on top of the
+// messaging a decision needs.
+func startWire(ctx context.Context, url string, client *nats.Conn) (*wire, error) {
+	reply, err := client.Request(bus.SelectSubject, []byte(`{"task_category":"code"}`), 5*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("record a selection reply: %w", err)
+	}
+	adminJS, err := jetstream.New(client)
+	if err != nil {
+		return nil, err
+	}
+	sel, err := adminJS.Stream(ctx, bus.SelectionStream)
+	if err != nil {
+		return nil, err
+	}
+	last, err := sel.GetLastMsgForSubject(ctx, bus.SelectionEventSubject("code"))
+	if err != nil {
+		return nil, fmt.Errorf("record a decision event: %w", err)
+	}
+	if _, err := adminJS.CreateStream(ctx, jetstream.StreamConfig{
+		Name: wireStream, Subjects: []string{wireStream + ".>"}, Storage: jetstream.FileStorage, Duplicates: bus.SelectionDedupWindow,
+	}); err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(url, nats.Name("bench-wire"))
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	w := &wire{js: js, queue: make(chan struct{}, selector.DefaultConfig().EventBuffer), done: make(chan struct{})}
+	go func() {
+		defer close(w.done)
+		for range w.queue {
+			msg := &nats.Msg{Subject: wireStream + ".events", Data: last.Data, Header: nats.Header{}}
+			msg.Header.Set(jetstream.MsgIDHeader, nuid.Next())
+			if _, err := js.PublishMsgAsync(msg); err != nil {
+				fmt.Fprintln(os.Stderr, "bench-selection: wire publish:", err)
+			}
+		}
+	}()
+	if _, err := micro.AddService(nc, micro.Config{Name: "wire", Version: "1.0.0", QueueGroup: "wire",
+		Endpoint: &micro.EndpointConfig{Subject: wireSubject, Handler: micro.HandlerFunc(func(r micro.Request) {
+			_ = r.Respond(reply.Data)
+			select {
+			case w.queue <- struct{}{}:
+			default:
+				w.dropped.Add(1)
+			}
+		})},
+	}); err != nil {
+		nc.Close()
+		return nil, err
+	}
+	w.stop = func() {
+		nc.Close()
+		close(w.queue)
+		<-w.done
+	}
+	return w, nil
+}
+
+// wire is the running wire responder.
+type wire struct {
+	js      jetstream.JetStream
+	queue   chan struct{}
+	done    chan struct{}
+	dropped atomic.Int64
+	stop    func()
+}
+
+// settle waits until every queued event is published and acknowledged, so
+// that the next measurement does not pay for this one's backlog.
+func (w *wire) settle() {
+	for len(w.queue) > 0 || w.js.PublishAsyncPending() > 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // startProfile starts a CPU profile into path, if one is asked for; the
