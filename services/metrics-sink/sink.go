@@ -22,7 +22,7 @@ import (
 
 // Defaults of Config; a zero field in a Config given to New takes these.
 const (
-	DefaultBatchSize   = 256
+	DefaultBatchSize   = 1024
 	DefaultBatchWait   = 200 * time.Millisecond
 	DefaultAckWait     = 30 * time.Second
 	DefaultRetryMax    = 10 * time.Second
@@ -51,7 +51,7 @@ type Config struct {
 	// postgres:// URL. Read by OpenStore; New takes the opened store.
 	DatabaseURL string `envconfig:"DATABASE_URL" default:"data/selections.db"`
 	// BatchSize is the most events written in one transaction.
-	BatchSize int `envconfig:"BATCH_SIZE" default:"256"`
+	BatchSize int `envconfig:"BATCH_SIZE" default:"1024"`
 	// BatchWait is the longest a pull waits to fill a batch.
 	BatchWait time.Duration `envconfig:"BATCH_WAIT" default:"200ms"`
 	// AckWait is how long JetStream waits for an ack before redelivering.
