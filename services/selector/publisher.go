@@ -17,14 +17,16 @@ import (
 // publisher sends decision events to the selection stream off the request
 // path: a bounded buffer, asynchronous publishes, retries with the same
 // Nats-Msg-Id (so the stream deduplicates), and counters for what was
-// dropped or failed. Nothing is lost silently.
+// dropped or failed. Nothing is lost silently. Events are encoded by the
+// request handlers (in parallel, after the reply went out) so that the one
+// publishing goroutine keeps up with every worker together.
 type publisher struct {
 	js      jetstream.JetStream
 	log     zerolog.Logger
 	retries int
-	// sizeHint is the largest event encoded so far (publish is single-threaded).
-	sizeHint int
-	queue    chan events.SelectionEvent
+	// sizeHint is the largest event encoded so far: buffers start that big.
+	sizeHint atomic.Int64
+	queue    chan *nats.Msg
 	acks     chan pendingEvent
 
 	published atomic.Uint64
@@ -51,15 +53,28 @@ const eventAckTimeout = 5 * time.Second
 func newPublisher(js jetstream.JetStream, log zerolog.Logger, buffer, retries int) *publisher {
 	return &publisher{
 		js: js, log: log, retries: retries,
-		queue: make(chan events.SelectionEvent, buffer),
+		queue: make(chan *nats.Msg, buffer),
 		acks:  make(chan pendingEvent, maxInFlightEvents),
 	}
 }
 
-// enqueue never blocks: a full buffer drops the event and counts it.
-func (p *publisher) enqueue(ev events.SelectionEvent) {
+// enqueue encodes ev and queues it; it never blocks: a full buffer drops
+// the event and counts it.
+func (p *publisher) enqueue(ev *events.SelectionEvent) {
+	// The message keeps its own buffer: a retry may resend it after the ack.
+	data, err := ev.AppendJSON(make([]byte, 0, p.sizeHint.Load()))
+	if err != nil { // a non-finite number or out-of-range time; counted, not hidden
+		p.failed.Add(1)
+		p.log.Error().Err(err).Str("event_id", ev.EventID).Msg("encode decision event")
+		return
+	}
+	if n := int64(len(data)); n > p.sizeHint.Load() {
+		p.sizeHint.Store(n)
+	}
+	msg := &nats.Msg{Subject: bus.SelectionEventSubject(ev.TaskCategory), Data: data, Header: nats.Header{}}
+	msg.Header.Set(jetstream.MsgIDHeader, ev.EventID)
 	select {
-	case p.queue <- ev:
+	case p.queue <- msg:
 	default:
 		if p.dropped.Add(1)%1000 == 1 {
 			p.log.Warn().Uint64("dropped_total", p.dropped.Load()).Msg("decision event buffer full: dropping events")
@@ -78,13 +93,13 @@ func (p *publisher) run(ctx context.Context, stop <-chan struct{}) {
 	defer close(p.acks)
 	for {
 		select {
-		case ev := <-p.queue:
-			p.publish(ctx, ev)
+		case msg := <-p.queue:
+			p.publish(ctx, msg)
 		case <-stop:
 			for {
 				select {
-				case ev := <-p.queue:
-					p.publish(ctx, ev)
+				case msg := <-p.queue:
+					p.publish(ctx, msg)
 				default:
 					return
 				}
@@ -93,17 +108,7 @@ func (p *publisher) run(ctx context.Context, stop <-chan struct{}) {
 	}
 }
 
-func (p *publisher) publish(ctx context.Context, ev events.SelectionEvent) {
-	// The message keeps its own buffer: a retry may resend it after the ack.
-	data, err := ev.AppendJSON(make([]byte, 0, p.sizeHint))
-	if err != nil { // a non-finite number or out-of-range time; counted, not hidden
-		p.failed.Add(1)
-		p.log.Error().Err(err).Str("event_id", ev.EventID).Msg("encode decision event")
-		return
-	}
-	p.sizeHint = max(p.sizeHint, len(data))
-	msg := &nats.Msg{Subject: bus.SelectionEventSubject(ev.TaskCategory), Data: data, Header: nats.Header{}}
-	msg.Header.Set(jetstream.MsgIDHeader, ev.EventID)
+func (p *publisher) publish(ctx context.Context, msg *nats.Msg) {
 	fut, err := p.js.PublishMsgAsync(msg)
 	if err != nil {
 		p.retry(ctx, msg, err)

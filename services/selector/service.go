@@ -457,7 +457,7 @@ func (s *Service) answer(req micro.Request, start time.Time) labels {
 		s.log.Warn().Err(err).Msg("send selection reply")
 	}
 	s.selections.Add(1)
-	s.events.enqueue(ev)
+	s.events.enqueue(&ev)
 	return l
 }
 
