@@ -356,7 +356,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	wr.settle()
 
 	fmt.Fprintf(out, "GPUs: %d simulated; each level runs %s; decision events on; reservation TTL %s\n", o.gpus, o.duration, o.reservationTTL)
-	fmt.Fprintln(out, "wire: a responder that sends a recorded selection reply and publishes a recorded decision event (same sizes, same way), without selecting\n")
+	fmt.Fprint(out, "wire: a responder that sends a recorded selection reply and publishes a recorded decision event (same sizes, same way), without selecting\n\n")
 	fmt.Fprintln(out, "| in flight | echo req/s | echo p50 | echo p99 | wire req/s | select req/s | select p50 | select p99 | select/echo | select/wire | select errors |")
 	fmt.Fprintln(out, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	if err := startProfile(o.cpuProfile); err != nil {
