@@ -11,53 +11,17 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/rs/zerolog"
 
 	"github.com/nlocalmodels/orchestrator/pkg/bus"
 	"github.com/nlocalmodels/orchestrator/pkg/natstest"
+	"github.com/nlocalmodels/orchestrator/pkg/obs/obstest"
 	"github.com/nlocalmodels/orchestrator/pkg/telemetry"
 )
 
-// scrape gathers reg as series -> value; a histogram gives its _count.
-func scrape(t *testing.T, reg *prometheus.Registry) map[string]float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatalf("gather: %v", err)
-	}
-	out := map[string]float64{}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			labels := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				labels[lp.GetName()] = lp.GetValue()
-			}
-			switch mf.GetType() {
-			case dto.MetricType_COUNTER:
-				out[series(mf.GetName(), labels)] = m.GetCounter().GetValue()
-			case dto.MetricType_GAUGE:
-				out[series(mf.GetName(), labels)] = m.GetGauge().GetValue()
-			case dto.MetricType_HISTOGRAM:
-				out[series(mf.GetName()+"_count", labels)] = float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-	}
-	return out
-}
-
-// series names one series: name{k="v",...} with the labels sorted.
-func series(name string, labels map[string]string) string {
-	parts := make([]string, 0, len(labels))
-	for _, k := range slices.Sorted(maps.Keys(labels)) {
-		parts = append(parts, fmt.Sprintf("%s=%q", k, labels[k]))
-	}
-	return name + "{" + strings.Join(parts, ",") + "}"
-}
-
 // gpuSeries names a per-GPU gauge series of host node-1.
 func gpuSeries(name string, index int, uuid, gpuName string) string {
-	return series(name, map[string]string{"host": "node-1", "index": strconv.Itoa(index), "gpu": uuid, "name": gpuName})
+	return obstest.Series(name, map[string]string{"host": "node-1", "index": strconv.Itoa(index), "gpu": uuid, "name": gpuName})
 }
 
 // settle waits until Run has finished the current tick (it asks for its
@@ -77,16 +41,16 @@ func TestMetricsFollowSimulatedSamples(t *testing.T) {
 	h := startService(t, testConfig(), src, WithMetrics(reg))
 	samples := h.receive(t, 2)
 	h.settle(t)
-	got := scrape(t, reg)
+	got := obstest.Scrape(t, reg)
 
 	type check struct {
 		series string
 		want   float64
 	}
 	checks := []check{
-		{series("orch_telemetry_samples_published_total", nil), 2},
-		{series("orch_telemetry_publish_errors_total", nil), 0},
-		{series("orch_telemetry_sample_duration_seconds_count", nil), 2},
+		{obstest.Series("orch_telemetry_samples_published_total", nil), 2},
+		{obstest.Series("orch_telemetry_publish_errors_total", nil), 0},
+		{obstest.Series("orch_telemetry_sample_duration_seconds_count", nil), 2},
 	}
 	for i := range 2 {
 		s := samples[bus.TelemetrySubject("node-1", i)]
@@ -149,10 +113,10 @@ func TestMetricsOfFaults(t *testing.T) {
 
 	const name = "NVIDIA L40S"
 	failures := func(index int, read string) string {
-		return series("orch_telemetry_read_failures_total", map[string]string{"host": "node-1", "index": strconv.Itoa(index), "read": read})
+		return obstest.Series("orch_telemetry_read_failures_total", map[string]string{"host": "node-1", "index": strconv.Itoa(index), "read": read})
 	}
 	xids := func(uuid string) string {
-		return series("orch_gpu_xid_errors_total", map[string]string{"host": "node-1", "index": "0", "gpu": uuid, "xid": "79"})
+		return obstest.Series("orch_gpu_xid_errors_total", map[string]string{"host": "node-1", "index": "0", "gpu": uuid, "xid": "79"})
 	}
 	ticks := []struct {
 		want   map[string]float64
@@ -160,27 +124,27 @@ func TestMetricsOfFaults(t *testing.T) {
 	}{
 		{
 			want: map[string]float64{
-				gpuSeries("orch_gpu_healthy", 0, "", name):                  0,
-				gpuSeries("orch_gpu_utilization_ratio", 0, "", name):        0,
-				gpuSeries("orch_gpu_healthy", 1, "GPU-1", name):             1,
-				gpuSeries("orch_gpu_temperature_celsius", 1, "GPU-1", name): 0,
-				failures(0, ReadUUID):                                       1,
-				failures(0, ReadTemperature):                                1,
-				xids(""):                                                    1,
-				series("orch_telemetry_samples_published_total", nil):       2,
+				gpuSeries("orch_gpu_healthy", 0, "", name):                    0,
+				gpuSeries("orch_gpu_utilization_ratio", 0, "", name):          0,
+				gpuSeries("orch_gpu_healthy", 1, "GPU-1", name):               1,
+				gpuSeries("orch_gpu_temperature_celsius", 1, "GPU-1", name):   0,
+				failures(0, ReadUUID):                                         1,
+				failures(0, ReadTemperature):                                  1,
+				xids(""):                                                      1,
+				obstest.Series("orch_telemetry_samples_published_total", nil): 2,
 			},
 			absent: []string{gpuSeries("orch_gpu_temperature_celsius", 0, "", name)},
 		},
 		{
 			want: map[string]float64{
-				gpuSeries("orch_gpu_healthy", 0, "GPU-0", name):             0,
-				gpuSeries("orch_gpu_temperature_celsius", 0, "GPU-0", name): 71,
-				gpuSeries("orch_gpu_healthy", 1, "GPU-1", name):             0,
-				failures(0, ReadUUID):                                       1,
-				failures(0, ReadTemperature):                                1,
-				failures(1, ReadSample):                                     1,
-				xids(""):                                                    1,
-				series("orch_telemetry_samples_published_total", nil):       4,
+				gpuSeries("orch_gpu_healthy", 0, "GPU-0", name):               0,
+				gpuSeries("orch_gpu_temperature_celsius", 0, "GPU-0", name):   71,
+				gpuSeries("orch_gpu_healthy", 1, "GPU-1", name):               0,
+				failures(0, ReadUUID):                                         1,
+				failures(0, ReadTemperature):                                  1,
+				failures(1, ReadSample):                                       1,
+				xids(""):                                                      1,
+				obstest.Series("orch_telemetry_samples_published_total", nil): 4,
 			},
 			absent: []string{
 				gpuSeries("orch_gpu_healthy", 0, "", name), // the UUID became known
@@ -197,7 +161,7 @@ func TestMetricsOfFaults(t *testing.T) {
 		}
 		h.receive(t, 2)
 		h.settle(t)
-		got := scrape(t, reg)
+		got := obstest.Scrape(t, reg)
 		t.Run(fmt.Sprintf("tick %d", n+1), func(t *testing.T) {
 			for s, want := range tick.want {
 				if v, ok := got[s]; !ok || v != want {

@@ -6,32 +6,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/nlocalmodels/orchestrator/pkg/bus"
 	"github.com/nlocalmodels/orchestrator/pkg/natstest"
+	"github.com/nlocalmodels/orchestrator/pkg/obs/obstest"
 )
-
-// gather returns every orch_sink_* value of reg by metric name.
-func gather(t *testing.T, reg *prometheus.Registry) map[string]float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]float64{}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			switch mf.GetType() {
-			case dto.MetricType_COUNTER:
-				out[mf.GetName()] = m.GetCounter().GetValue()
-			case dto.MetricType_GAUGE:
-				out[mf.GetName()] = m.GetGauge().GetValue()
-			}
-		}
-	}
-	return out
-}
 
 // TestMetrics: each orch_sink_* metric is the Stats counter it exports,
 // after a run with new rows, duplicates, poison and failed commits.
@@ -58,7 +37,7 @@ func TestMetrics(t *testing.T) {
 	waitFor(t, "every row", func() bool { return count(t, st) == n })
 	settled(t, r.svc)
 
-	got := gather(t, reg)
+	got := obstest.Scrape(t, reg)
 	st1 := r.svc.Stats()
 	tests := []struct {
 		name string

@@ -6,41 +6,16 @@ import (
 	"maps"
 	"os"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/nlocalmodels/orchestrator/pkg/bus"
 	"github.com/nlocalmodels/orchestrator/pkg/catalog/exampledata"
+	"github.com/nlocalmodels/orchestrator/pkg/obs/obstest"
 )
-
-// scrape gathers reg as `name{k="v",...}` (labels sorted) -> value.
-func scrape(t *testing.T, reg *prometheus.Registry) map[string]float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatalf("gather: %v", err)
-	}
-	out := map[string]float64{}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			parts := make([]string, 0, len(m.GetLabel()))
-			for _, lp := range m.GetLabel() {
-				parts = append(parts, fmt.Sprintf("%s=%q", lp.GetName(), lp.GetValue()))
-			}
-			v := m.GetGauge().GetValue()
-			if mf.GetType() == dto.MetricType_COUNTER {
-				v = m.GetCounter().GetValue()
-			}
-			out[mf.GetName()+"{"+strings.Join(parts, ",")+"}"] = v
-		}
-	}
-	return out
-}
 
 func writes(kind string) string { return fmt.Sprintf("orch_registry_writes_total{kind=%q}", kind) }
 
@@ -128,10 +103,10 @@ func TestMetricsCountWrites(t *testing.T) {
 			}
 			var got map[string]float64
 			eventually(t, fmt.Sprintf("%d models and %d categories", st.wantModels, st.wantCats), func() bool {
-				got = scrape(t, reg)
-				return got["orch_registry_models{}"] == float64(st.wantModels) && got["orch_registry_categories{}"] == float64(st.wantCats)
+				got = obstest.Scrape(t, reg)
+				return got["orch_registry_models"] == float64(st.wantModels) && got["orch_registry_categories"] == float64(st.wantCats)
 			})
-			want := map[string]float64{"orch_registry_write_failures_total{}": 0, "orch_registry_write_conflicts_total{}": 0}
+			want := map[string]float64{"orch_registry_write_failures_total": 0, "orch_registry_write_conflicts_total": 0}
 			for _, kind := range writeKinds {
 				want[writes(kind)] = st.want[writes(kind)]
 				for _, code := range rejectionCodes {

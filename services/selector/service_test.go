@@ -19,6 +19,7 @@ import (
 	"github.com/nlocalmodels/orchestrator/pkg/catalog/exampledata"
 	"github.com/nlocalmodels/orchestrator/pkg/events"
 	"github.com/nlocalmodels/orchestrator/pkg/natstest"
+	"github.com/nlocalmodels/orchestrator/pkg/obs/obstest"
 	"github.com/nlocalmodels/orchestrator/pkg/selection"
 	"github.com/nlocalmodels/orchestrator/pkg/telemetry"
 )
@@ -404,41 +405,10 @@ func TestSelectorMetrics(t *testing.T) {
 		`orch_gpu_sample_age_seconds{gpu="GPU-node-a",host="node-a",index="0"}`: 0,
 		`orch_selector_decision_duration_seconds_count`:                         3,
 	}
-	got := gatherFlat(t, reg)
+	got := obstest.Scrape(t, reg)
 	for k, v := range want {
 		if g, ok := got[k]; !ok || g != v {
 			t.Errorf("%s = %v (present %v), want %v", k, g, ok, v)
 		}
 	}
-}
-
-// gatherFlat renders every sample as name{labels} -> value.
-func gatherFlat(t *testing.T, reg *prometheus.Registry) map[string]float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]float64{}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			var pairs []string
-			for _, l := range m.GetLabel() {
-				pairs = append(pairs, l.GetName()+`="`+l.GetValue()+`"`)
-			}
-			name := mf.GetName()
-			if len(pairs) > 0 {
-				name += "{" + strings.Join(pairs, ",") + "}"
-			}
-			switch {
-			case m.GetCounter() != nil:
-				out[name] = m.GetCounter().GetValue()
-			case m.GetGauge() != nil:
-				out[name] = m.GetGauge().GetValue()
-			case m.GetHistogram() != nil:
-				out[name+"_count"] = float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-	}
-	return out
 }
