@@ -9,7 +9,6 @@ import (
 	"math"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/nlocalmodels/orchestrator/pkg/bus"
+	"github.com/nlocalmodels/orchestrator/pkg/logging/logtest"
 	"github.com/nlocalmodels/orchestrator/pkg/natstest"
 )
 
@@ -425,30 +425,12 @@ func TestRunProvisions(t *testing.T) {
 	}
 }
 
-// lines is a log sink safe for the writers of several goroutines.
-type lines struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lines) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lines) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 func TestRunLogsStats(t *testing.T) {
 	_, nc := natstest.Start(t)
 	st, _ := sqliteStore(t)
 	cfg := testConfig()
 	cfg.StatsInterval = 10 * time.Millisecond
-	var out lines
+	var out logtest.Buffer
 	svc, err := New(cfg, natstest.JetStream(t, nc), st, WithLogger(zerolog.New(&out)))
 	if err != nil {
 		t.Fatal(err)

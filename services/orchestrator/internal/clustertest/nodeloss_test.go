@@ -1,7 +1,6 @@
 package clustertest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,6 +21,7 @@ import (
 	"github.com/nlocalmodels/orchestrator/pkg/catalog/exampledata"
 	"github.com/nlocalmodels/orchestrator/pkg/client"
 	"github.com/nlocalmodels/orchestrator/pkg/events"
+	"github.com/nlocalmodels/orchestrator/pkg/logging/logtest"
 	"github.com/nlocalmodels/orchestrator/pkg/natstest"
 	"github.com/nlocalmodels/orchestrator/pkg/selection"
 	gputelemetry "github.com/nlocalmodels/orchestrator/services/gpu-telemetry"
@@ -69,7 +69,7 @@ var categories = []string{"code", "math", "reasoning", "general", "chat", "multi
 // again within answerBound and that every decision event reaches the sink
 // exactly once.
 func TestNodeLossKeepsSelectionsAndEvents(t *testing.T) {
-	logs := &lockedBuffer{}
+	logs := &logtest.Buffer{}
 	// Registered first, so it runs last: after every service has stopped.
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -609,22 +609,4 @@ func errorKind(err error) string {
 	default:
 		return err.Error()
 	}
-}
-
-// lockedBuffer collects the services' logs from many goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
