@@ -1,4 +1,4 @@
-// Package logtest collects service logs in tests.
+// Package logtest collects what services and commands write, in tests.
 package logtest
 
 import (
@@ -6,8 +6,8 @@ import (
 	"sync"
 )
 
-// Buffer is an io.Writer for loggers that several goroutines write to at
-// once; String returns everything written so far.
+// Buffer is an io.Writer (a logger's, a command's output) that goroutines may
+// write to while the test reads it; String returns everything written so far.
 type Buffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer

@@ -16,14 +16,7 @@ import (
 
 func TestSelect(t *testing.T) {
 	ts := startSystem(t)
-	tests := []struct {
-		name string
-		args []string
-		code int
-		// stdout and stderr must contain these.
-		stdout, stderr []string
-		check          func(t *testing.T, out string)
-	}{
+	tests := []cliCase{
 		{
 			name: "human", args: []string{"select", "--category", "code"},
 			stdout: []string{"model:", "gpu:", "final score:", "scores:", "quality", "placement", "reason:", "telemetry age:", "duration:", "alternatives:"},
@@ -69,19 +62,7 @@ func TestSelect(t *testing.T) {
 		{name: "bad mode", args: []string{"select", "--category", "code", "--mode", "fast"}, code: 2, stderr: []string{"fast"}},
 		{name: "bad flag", args: []string{"select", "--category", "code", "--max-util", "lots"}, code: 2, stderr: []string{"max-util"}},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			r := ts.run(t, tc.args...)
-			if r.code != tc.code {
-				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", r.code, tc.code, r.stdout, r.stderr)
-			}
-			mustContain(t, "stdout", r.stdout, tc.stdout...)
-			mustContain(t, "stderr", r.stderr, tc.stderr...)
-			if tc.check != nil {
-				tc.check(t, r.stdout)
-			}
-		})
-	}
+	ts.runCases(t, tests)
 }
 
 func TestNoServer(t *testing.T) {
@@ -114,14 +95,7 @@ func TestRegistry(t *testing.T) {
 	if brokenCats == string(exampledata.Categories) {
 		t.Fatal("the example categories lack the HumanEval weight this test breaks")
 	}
-	steps := []struct {
-		name   string
-		args   []string
-		code   int
-		stdout []string
-		stderr []string
-		check  func(t *testing.T, out string)
-	}{
+	steps := []cliCase{
 		{name: "list models", args: []string{"registry", "list"}, stdout: []string{"qwen2.5-coder-7b-instruct-q4_k_m", "code,reasoning,math", "20 models"}},
 		{name: "list categories", args: []string{"registry", "list", "categories"}, stdout: []string{"HumanEval 1, MBPP 0.8", "6 categories"}},
 		{name: "list benchmarks", args: []string{"registry", "list", "benchmarks"}, stdout: []string{"LiveCodeBench", "pass@1"}},
@@ -196,19 +170,7 @@ func TestRegistry(t *testing.T) {
 			},
 		},
 	}
-	for _, st := range steps {
-		t.Run(st.name, func(t *testing.T) {
-			r := ts.run(t, st.args...)
-			if r.code != st.code {
-				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", r.code, st.code, r.stdout, r.stderr)
-			}
-			mustContain(t, "stdout", r.stdout, st.stdout...)
-			mustContain(t, "stderr", r.stderr, st.stderr...)
-			if st.check != nil {
-				st.check(t, r.stdout)
-			}
-		})
-	}
+	ts.runCases(t, steps)
 }
 
 // TestWeightsSetChangesSelection is the seed's setBenchmarkWeight: a weight
@@ -277,13 +239,7 @@ func TestConfigRollback(t *testing.T) {
 		return nil
 	})
 
-	tests := []struct {
-		name   string
-		args   []string
-		code   int
-		stdout []string
-		stderr []string
-	}{
+	tests := []cliCase{
 		{name: "two values", args: []string{"config", "set", "confidence.primary=0.95", "tie_epsilon=0.02"}, stdout: []string{"confidence.primary: 0.9 -> 0.95", "tie_epsilon: 0.01 -> 0.02"}},
 		{name: "same again", args: []string{"config", "set", "tie_epsilon=0.02"}, stdout: []string{"unchanged"}},
 		{name: "unknown key", args: []string{"config", "set", "unknown=1"}, code: 2, stderr: []string{`"unknown"`, "valid keys", "gpu_aware", "tie_epsilon"}},
@@ -292,16 +248,7 @@ func TestConfigRollback(t *testing.T) {
 		{name: "rule broken", args: []string{"config", "set", "max_temperature_c=30"}, code: 1, stderr: []string{"422", "\n  - ", "max_temperature_c"}},
 		{name: "roll forward", args: []string{"config", "set", "gpu_aware=true"}, stdout: []string{"gpu_aware: false -> true"}},
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			r := ts.run(t, tc.args...)
-			if r.code != tc.code {
-				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", r.code, tc.code, r.stdout, r.stderr)
-			}
-			mustContain(t, "stdout", r.stdout, tc.stdout...)
-			mustContain(t, "stderr", r.stderr, tc.stderr...)
-		})
-	}
+	ts.runCases(t, tests)
 	eventually(t, "selections are GPU-aware again", func() error {
 		if mode := ts.selectJSON(t, "--category", "code").Mode; mode != selection.ModeGPUAware {
 			return fmt.Errorf("mode %s", mode)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nlocalmodels/orchestrator/pkg/bus"
 	"github.com/nlocalmodels/orchestrator/pkg/events"
+	"github.com/nlocalmodels/orchestrator/pkg/logging/logtest"
 	"github.com/nlocalmodels/orchestrator/pkg/natstest"
 	"github.com/nlocalmodels/orchestrator/pkg/telemetry"
 	"github.com/nlocalmodels/orchestrator/services/orchestrator/internal/whatif"
@@ -110,7 +111,7 @@ func TestEventsTail(t *testing.T) {
 		return nil
 	})
 	var out bytes.Buffer
-	errOut := &syncBuffer{}
+	errOut := &logtest.Buffer{}
 	done := make(chan int, 1)
 	go func() {
 		done <- Execute(testCtx(t), []string{"--nats-url", ts.url, "events", "tail", "--category", "code", "-n", "2", "--json"}, &out, errOut, noEnv)

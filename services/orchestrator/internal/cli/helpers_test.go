@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,22 +29,32 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-// syncBuffer is a bytes.Buffer safe for a command writing while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+// cliCase is one command run and what it must give.
+type cliCase struct {
+	name string
+	args []string
+	code int
+	// stdout and stderr must contain these.
+	stdout, stderr []string
+	check          func(t *testing.T, out string)
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+// runCases runs each case as a subtest, in order.
+func (ts *testSystem) runCases(t *testing.T, cases []cliCase) {
+	t.Helper()
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := ts.run(t, c.args...)
+			if r.code != c.code {
+				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", r.code, c.code, r.stdout, r.stderr)
+			}
+			mustContain(t, "stdout", r.stdout, c.stdout...)
+			mustContain(t, "stderr", r.stderr, c.stderr...)
+			if c.check != nil {
+				c.check(t, r.stdout)
+			}
+		})
+	}
 }
 
 // result is one command run.

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nlocalmodels/orchestrator/pkg/logging/logtest"
 	"github.com/nlocalmodels/orchestrator/pkg/natstest"
 	"github.com/nlocalmodels/orchestrator/pkg/selection"
 )
@@ -20,7 +21,7 @@ var natsURLRE = regexp.MustCompile(`nats://127\.0\.0\.1:\d+`)
 func serveInBackground(t *testing.T, args ...string) (banner string, stop func() (int, string)) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	out, errOut := &syncBuffer{}, &syncBuffer{}
+	out, errOut := &logtest.Buffer{}, &logtest.Buffer{}
 	done := make(chan int, 1)
 	go func() { done <- Execute(ctx, append([]string{"serve"}, args...), out, errOut, noEnv) }()
 	stopped := false
