@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"maps"
 	"reflect"
 	"testing"
 
@@ -61,18 +60,11 @@ func TestCategories(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			before := h.seqs()
-			r := h.call(tc.endpoint, tc.body)
-			t.Logf("%s %s: %q", r.code, r.desc, r.body.Problems)
-			if r.code != tc.wantCode {
-				t.Fatalf("code %q (%s), want %q", r.code, r.desc, tc.wantCode)
+			var want [][]string
+			if tc.wantProblem != nil {
+				want = append(want, tc.wantProblem)
 			}
-			if tc.wantProblem != nil && !hasProblem(r.body.Problems, tc.wantProblem...) {
-				t.Errorf("no problem with %q in %q", tc.wantProblem, r.body.Problems)
-			}
-			if !maps.Equal(before, h.seqs()) {
-				t.Fatal("a refused request changed the buckets")
-			}
+			h.refused(t, tc.endpoint, tc.body, tc.wantCode, want...)
 		})
 	}
 
@@ -125,13 +117,7 @@ func TestWeights(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			before := h.seqs()
-			if r := h.call("weights.set", tc.body); r.code != tc.wantCode {
-				t.Fatalf("code %q (%s), want %q", r.code, r.desc, tc.wantCode)
-			}
-			if !maps.Equal(before, h.seqs()) {
-				t.Fatal("a refused request changed the buckets")
-			}
+			h.refused(t, "weights.set", tc.body, tc.wantCode)
 		})
 	}
 }

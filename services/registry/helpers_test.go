@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -196,6 +197,28 @@ func testModel() catalog.Model {
 }
 
 // hasProblem reports whether a problem line contains every part.
+// refused calls endpoint with body and checks the registry refused it with
+// wantCode, listed a problem containing each of wantProblems' parts, and left
+// every bucket as it was. It returns the reply.
+func (h *harness) refused(t *testing.T, endpoint string, body any, wantCode string, wantProblems ...[]string) reply {
+	t.Helper()
+	before := h.seqs()
+	r := h.call(endpoint, body)
+	t.Logf("%s %s: %q", r.code, r.desc, r.body.Problems)
+	if r.code != wantCode {
+		t.Fatalf("code %q (%s), want %q", r.code, r.desc, wantCode)
+	}
+	for _, parts := range wantProblems {
+		if !hasProblem(r.body.Problems, parts...) {
+			t.Errorf("no problem with %q in %q", parts, r.body.Problems)
+		}
+	}
+	if after := h.seqs(); !maps.Equal(before, after) {
+		t.Fatalf("a refused %s changed the buckets: %v -> %v", endpoint, before, after)
+	}
+	return r
+}
+
 func hasProblem(problems []string, parts ...string) bool {
 	for _, p := range problems {
 		all := true

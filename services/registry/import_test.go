@@ -46,20 +46,7 @@ func TestImportRefused(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			before := h.seqs()
-			r := h.call("import", tc.body)
-			t.Logf("%s %s: %q", r.code, r.desc, r.body.Problems)
-			if r.code != tc.wantCode {
-				t.Fatalf("code %q (%s), want %q", r.code, r.desc, tc.wantCode)
-			}
-			for _, parts := range tc.wantProblems {
-				if !hasProblem(r.body.Problems, parts...) {
-					t.Errorf("no problem with %q in %q", parts, r.body.Problems)
-				}
-			}
-			if !maps.Equal(before, h.seqs()) {
-				t.Fatal("a refused import changed the buckets")
-			}
+			h.refused(t, "import", tc.body, tc.wantCode, tc.wantProblems...)
 		})
 	}
 }
