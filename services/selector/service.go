@@ -58,6 +58,8 @@ type Service struct {
 	ledgerMu   sync.Mutex
 	registerer prometheus.Registerer
 	metrics    *metrics
+	// eventConn carries the decision events when WithEventConn set it.
+	eventConn *nats.Conn
 }
 
 // errorCodes are the micro error codes the selector answers with.
@@ -72,6 +74,13 @@ func WithLogger(l zerolog.Logger) Option { return func(s *Service) { s.log = l }
 // WithMetrics registers the selector's Prometheus collectors on reg
 // (default: a private registry nobody scrapes).
 func WithMetrics(reg prometheus.Registerer) Option { return func(s *Service) { s.registerer = reg } }
+
+// WithEventConn publishes the decision events on nc instead of the request
+// connection. The server reads each connection in one loop: on a second
+// connection the events (2-3 KB each, with their acknowledgements) no longer
+// queue behind the replies, nor the replies behind them. The caller owns nc
+// and drains it after Run returns.
+func WithEventConn(nc *nats.Conn) Option { return func(s *Service) { s.eventConn = nc } }
 
 // WithClock replaces time.Now, for tests of staleness.
 func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
@@ -107,7 +116,13 @@ func New(cfg Config, nc *nats.Conn, opts ...Option) (*Service, error) {
 		o(s)
 	}
 	s.log = s.log.With().Str("instance", cfg.Instance).Logger()
-	s.events = newPublisher(js, s.log, cfg.EventBuffer, cfg.EventRetries)
+	eventJS := js
+	if s.eventConn != nil {
+		if eventJS, err = jetstream.New(s.eventConn, jetstream.WithPublishAsyncTimeout(eventAckTimeout)); err != nil {
+			return nil, fmt.Errorf("%w: jetstream on the event connection: %w", ErrConfig, err)
+		}
+	}
+	s.events = newPublisher(eventJS, s.log, cfg.EventBuffer, cfg.EventRetries)
 	s.sharer = &sharer{nc: nc, log: s.log}
 	if s.registerer == nil {
 		s.registerer = prometheus.NewRegistry()

@@ -78,7 +78,7 @@ func gpuSample(host string, index int, at time.Time) telemetry.Sample {
 }
 
 // startSelector runs a selector until the test ends and waits until it is ready.
-func startSelector(t *testing.T, nc *nats.Conn, clock *fakeClock, tweak func(*Config)) *Service {
+func startSelector(t *testing.T, nc *nats.Conn, clock *fakeClock, tweak func(*Config), opts ...Option) *Service {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.FleetRebuildInterval = 10 * time.Millisecond
@@ -87,7 +87,7 @@ func startSelector(t *testing.T, nc *nats.Conn, clock *fakeClock, tweak func(*Co
 	if tweak != nil {
 		tweak(&cfg)
 	}
-	svc, err := New(cfg, nc, WithClock(clock.now))
+	svc, err := New(cfg, nc, append([]Option{WithClock(clock.now)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,6 +203,39 @@ func TestSelectorAnswersAndPublishesEvents(t *testing.T) {
 	}
 	if st := svc.Stats(); st.Selections != n || st.EventsPublished != n || st.EventsDropped != 0 || st.GPUs != 8 {
 		t.Errorf("stats %+v", st)
+	}
+}
+
+// With WithEventConn the events travel on that connection, and reach the
+// stream as they do on the request connection.
+func TestSelectorPublishesOnTheEventConn(t *testing.T) {
+	srv, nc := natstest.Start(t)
+	js := natstest.JetStream(t, nc)
+	now := time.Now().UTC()
+	seedRegistry(t, js, selection.DefaultConfig())
+	publishSample(t, js, gpuSample("node-a", 0, now))
+	eventConn := natstest.Connect(t, srv)
+	svc := startSelector(t, natstest.Connect(t, srv), newFakeClock(now), nil, WithEventConn(eventConn))
+	const n = 5
+	for range n {
+		if _, code, er := selectJSON(t, nc, selection.Request{TaskCategory: "code"}); code != "" {
+			t.Fatalf("error %s: %+v", code, er)
+		}
+	}
+	eventually(t, "every event acknowledged", func() bool { return svc.Stats().EventsPublished == n })
+	if sent := eventConn.Stats().OutMsgs; sent < n {
+		t.Fatalf("the event connection sent %d messages, want at least %d", sent, n)
+	}
+	stream, err := js.Stream(context.Background(), bus.SelectionStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != n {
+		t.Fatalf("stream holds %d events, want %d", info.State.Msgs, n)
 	}
 }
 

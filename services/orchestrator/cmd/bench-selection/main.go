@@ -183,7 +183,11 @@ func start(ctx context.Context, o options, dir string) (*system, error) {
 	if err != nil {
 		return fail(err)
 	}
-	sys.selector, err = selector.New(selector.DefaultConfig(), selConn)
+	selEvents, err := connect("selector-events")
+	if err != nil {
+		return fail(err)
+	}
+	sys.selector, err = selector.New(selector.DefaultConfig(), selConn, selector.WithEventConn(selEvents))
 	if err != nil {
 		return fail(err)
 	}
@@ -444,13 +448,20 @@ func startWire(ctx context.Context, url string, client *nats.Conn) (*wire, error
 	}); err != nil {
 		return nil, err
 	}
+	// Like the selector: replies on one connection, events on another.
 	nc, err := nats.Connect(url, nats.Name("bench-wire"))
 	if err != nil {
 		return nil, err
 	}
-	js, err := jetstream.New(nc)
+	eventConn, err := nats.Connect(url, nats.Name("bench-wire-events"))
 	if err != nil {
 		nc.Close()
+		return nil, err
+	}
+	js, err := jetstream.New(eventConn)
+	if err != nil {
+		nc.Close()
+		eventConn.Close()
 		return nil, err
 	}
 	w := &wire{js: js, queue: make(chan struct{}, selector.DefaultConfig().EventBuffer), done: make(chan struct{})}
@@ -475,12 +486,14 @@ func startWire(ctx context.Context, url string, client *nats.Conn) (*wire, error
 		})},
 	}); err != nil {
 		nc.Close()
+		eventConn.Close()
 		return nil, err
 	}
 	w.stop = func() {
 		nc.Close()
 		close(w.queue)
 		<-w.done
+		eventConn.Close()
 	}
 	return w, nil
 }

@@ -317,7 +317,11 @@ func (s *System) start(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		opts := []selector.Option{selector.WithLogger(s.newLog("selector"))}
+		events, err := connect(Selector + "-events")
+		if err != nil {
+			return err
+		}
+		opts := []selector.Option{selector.WithLogger(s.newLog("selector")), selector.WithEventConn(events)}
 		if s.httpd != nil {
 			opts = append(opts, selector.WithMetrics(s.httpd.Registry()))
 		}

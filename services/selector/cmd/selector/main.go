@@ -48,10 +48,17 @@ func run(log zerolog.Logger) error {
 		// Locked-down accounts cannot create streams: `orchestrator provision` does it.
 		log.Warn().Err(err).Msg("could not provision streams and buckets; expecting them to exist")
 	}
-	httpd := obs.NewServer(cfg.MetricsAddr, obs.NewRegistry())
-	svc, err := selector.New(cfg, nc, selector.WithLogger(log), selector.WithMetrics(httpd.Registry()))
+	// Decision events travel on their own connection (see selector.WithEventConn).
+	events, err := bus.Connect(ctx, cfg.ConnConfig, "selector-events")
 	if err != nil {
 		nc.Close()
+		return err
+	}
+	httpd := obs.NewServer(cfg.MetricsAddr, obs.NewRegistry())
+	svc, err := selector.New(cfg, nc, selector.WithLogger(log), selector.WithMetrics(httpd.Registry()), selector.WithEventConn(events))
+	if err != nil {
+		nc.Close()
+		events.Close()
 		return err
 	}
 	httpd.AddCheck("selector", svc.Check)
@@ -60,5 +67,5 @@ func run(log zerolog.Logger) error {
 			log.Error().Err(err).Msg("metrics endpoint stopped")
 		}
 	}()
-	return errors.Join(svc.Run(ctx), bus.Drain(nc, cfg.DrainTimeout))
+	return errors.Join(svc.Run(ctx), bus.Drain(nc, cfg.DrainTimeout), bus.Drain(events, cfg.DrainTimeout))
 }
