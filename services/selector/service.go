@@ -58,7 +58,7 @@ type Service struct {
 	ledgerMu   sync.Mutex
 	registerer prometheus.Registerer
 	metrics    *metrics
-	// eventConn carries the decision events when WithEventConn set it.
+	// eventConn carries the decision events: nc unless WithEventConn set one.
 	eventConn *nats.Conn
 }
 
@@ -99,7 +99,7 @@ func New(cfg Config, nc *nats.Conn, opts ...Option) (*Service, error) {
 	if cfg.Workers == 0 {
 		cfg.Workers = runtime.GOMAXPROCS(0)
 	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(eventAckTimeout))
+	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, fmt.Errorf("%w: jetstream: %w", ErrConfig, err)
 	}
@@ -116,11 +116,12 @@ func New(cfg Config, nc *nats.Conn, opts ...Option) (*Service, error) {
 		o(s)
 	}
 	s.log = s.log.With().Str("instance", cfg.Instance).Logger()
-	eventJS := js
-	if s.eventConn != nil {
-		if eventJS, err = jetstream.New(s.eventConn, jetstream.WithPublishAsyncTimeout(eventAckTimeout)); err != nil {
-			return nil, fmt.Errorf("%w: jetstream on the event connection: %w", ErrConfig, err)
-		}
+	if s.eventConn == nil {
+		s.eventConn = nc
+	}
+	eventJS, err := jetstream.New(s.eventConn, jetstream.WithPublishAsyncTimeout(eventAckTimeout), jetstream.WithPublishAsyncMaxPending(MaxEventsInFlight))
+	if err != nil {
+		return nil, fmt.Errorf("%w: jetstream for events: %w", ErrConfig, err)
 	}
 	s.events = newPublisher(eventJS, s.log, cfg.EventBuffer, cfg.EventRetries)
 	s.sharer = &sharer{nc: nc, log: s.log}

@@ -458,22 +458,28 @@ func startWire(ctx context.Context, url string, client *nats.Conn) (*wire, error
 		nc.Close()
 		return nil, err
 	}
-	js, err := jetstream.New(eventConn)
+	js, err := jetstream.New(eventConn, jetstream.WithPublishAsyncMaxPending(selector.MaxEventsInFlight))
 	if err != nil {
 		nc.Close()
 		eventConn.Close()
 		return nil, err
 	}
 	w := &wire{js: js, queue: make(chan struct{}, selector.DefaultConfig().EventBuffer), done: make(chan struct{})}
-	go func() {
-		defer close(w.done)
-		for range w.queue {
-			msg := &nats.Msg{Subject: wireStream + ".events", Data: last.Data, Header: nats.Header{}}
-			msg.Header.Set(jetstream.MsgIDHeader, nuid.Next())
-			if _, err := js.PublishMsgAsync(msg); err != nil {
-				fmt.Fprintln(os.Stderr, "bench-selection: wire publish:", err)
+	var publishers sync.WaitGroup
+	for range selector.EventPublishers {
+		publishers.Go(func() {
+			for range w.queue {
+				msg := &nats.Msg{Subject: wireStream + ".events", Data: last.Data, Header: nats.Header{}}
+				msg.Header.Set(jetstream.MsgIDHeader, nuid.Next())
+				if _, err := js.PublishMsgAsync(msg); err != nil {
+					fmt.Fprintln(os.Stderr, "bench-selection: wire publish:", err)
+				}
 			}
-		}
+		})
+	}
+	go func() {
+		publishers.Wait()
+		close(w.done)
 	}()
 	if _, err := micro.AddService(nc, micro.Config{Name: "wire", Version: "1.0.0", QueueGroup: "wire",
 		Endpoint: &micro.EndpointConfig{Subject: wireSubject, Handler: micro.HandlerFunc(func(r micro.Request) {
