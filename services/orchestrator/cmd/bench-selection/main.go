@@ -17,6 +17,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -282,9 +283,29 @@ type result struct {
 	requests, failures int
 	elapsed            time.Duration
 	p50, p99           time.Duration
+	// cpu is the process's CPU time during the load (cpuKnown false where
+	// the platform does not say).
+	cpu      time.Duration
+	cpuKnown bool
 }
 
 func (r result) rate() float64 { return float64(r.requests) / r.elapsed.Seconds() }
+
+// cpuPerRequest is the CPU time the whole process spent per answered request.
+func (r result) cpuPerRequest() string {
+	if !r.cpuKnown || r.requests == 0 {
+		return "n/a"
+	}
+	return us(r.cpu / time.Duration(r.requests))
+}
+
+// coresBusy is how many cores' worth of CPU the process used during the load.
+func (r result) coresBusy() string {
+	if !r.cpuKnown {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.2f", r.cpu.Seconds()/r.elapsed.Seconds())
+}
 
 // load keeps inflight requests outstanding on one connection for d.
 func load(nc *nats.Conn, subject string, bodies [][]byte, inflight int, d time.Duration) result {
@@ -294,6 +315,7 @@ func load(nc *nats.Conn, subject string, bodies [][]byte, inflight int, d time.D
 		failures  atomic.Int64
 		wg        sync.WaitGroup
 	)
+	cpuStart, cpuKnown := processCPU()
 	deadline := time.Now().Add(d)
 	start := time.Now()
 	for w := range inflight {
@@ -317,6 +339,9 @@ func load(nc *nats.Conn, subject string, bodies [][]byte, inflight int, d time.D
 	}
 	wg.Wait()
 	res := result{requests: len(latencies), failures: int(failures.Load()), elapsed: time.Since(start)}
+	if cpuEnd, ok := processCPU(); ok && cpuKnown {
+		res.cpu, res.cpuKnown = cpuEnd-cpuStart, true
+	}
 	if len(latencies) > 0 {
 		slices.Sort(latencies)
 		res.p50 = latencies[len(latencies)/2]
@@ -367,15 +392,27 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		return err
 	}
 	best := 0.0
+	type level struct{ echo, wire, sel result }
+	var levels []level
 	for _, n := range o.inflight {
 		echo := load(client, echoSubject, bodies, n, o.duration)
 		wire := load(client, wireSubject, bodies, n, o.duration)
 		wr.settle()
 		sel := load(client, bus.SelectSubject, bodies, n, o.duration)
 		best = max(best, sel.rate())
+		levels = append(levels, level{echo, wire, sel})
 		fmt.Fprintf(out, "| %d | %.0f | %s | %s | %.0f | %.0f | %s | %s | %.2f | %.2f | %d |\n", n,
 			echo.rate(), us(echo.p50), us(echo.p99), wire.rate(), sel.rate(), us(sel.p50), us(sel.p99),
 			sel.rate()/echo.rate(), sel.rate()/wire.rate(), sel.failures)
+	}
+	// Once the cores are all busy, throughput is cores / CPU per request: the
+	// CPU columns say where a select/echo ratio comes from on this machine.
+	fmt.Fprintf(out, "\nCPU time per answered request, whole process (client, NATS server, services), and cores busy (%d available):\n\n", runtime.NumCPU())
+	fmt.Fprintln(out, "| in flight | echo CPU/req | echo cores | wire CPU/req | wire cores | select CPU/req | select cores |")
+	fmt.Fprintln(out, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	for i, l := range levels {
+		fmt.Fprintf(out, "| %d | %s | %s | %s | %s | %s | %s |\n", o.inflight[i],
+			l.echo.cpuPerRequest(), l.echo.coresBusy(), l.wire.cpuPerRequest(), l.wire.coresBusy(), l.sel.cpuPerRequest(), l.sel.coresBusy())
 	}
 
 	pprof.StopCPUProfile()
