@@ -29,8 +29,9 @@ import (
 var (
 	// ErrBadRequest (400): the request is malformed or out of range.
 	ErrBadRequest = errors.New("selector refused the request (400)")
-	// ErrNotFound (404): unknown task category.
-	ErrNotFound = errors.New("selector does not know the task category (404)")
+	// ErrNotFound (404): unknown task category, or allow_models names an
+	// unregistered model.
+	ErrNotFound = errors.New("selector does not know the task category or model (404)")
 	// ErrNoCandidate (422): nothing satisfies the constraints.
 	ErrNoCandidate = errors.New("no model satisfies the constraints (422)")
 	// ErrNotReady (503): the selector has no registry loaded yet.

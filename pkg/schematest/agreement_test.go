@@ -398,3 +398,42 @@ func TestModeEnum(t *testing.T) {
 		t.Fatalf("schema modes %v, want %v", got, want)
 	}
 }
+
+// Config.Validate bounds what the schema bounds, so that a config built in
+// Go cannot hold what a stored one may not.
+func TestConfigBoundsMatchTheSchema(t *testing.T) {
+	src, err := schemas.Source(schemas.SelectionConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Properties map[string]struct {
+			Maximum *float64 `json:"maximum"`
+		} `json:"properties"`
+		Defs map[string]struct {
+			Maximum *float64 `json:"maximum"`
+		} `json:"$defs"`
+	}
+	if err := json.Unmarshal(src, &doc); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		where string
+		max   *float64
+		want  float64
+	}{
+		{"stale_after_ms", doc.Properties["stale_after_ms"].Maximum, selection.MaxDurationMs},
+		{"reservation_ttl_ms", doc.Properties["reservation_ttl_ms"].Maximum, selection.MaxDurationMs},
+		{"max_temperature_c", doc.Properties["max_temperature_c"].Maximum, selection.MaxTemperatureBoundC},
+		{"ideal_temperature_c", doc.Properties["ideal_temperature_c"].Maximum, selection.MaxTemperatureBoundC},
+		{"alternatives", doc.Properties["alternatives"].Maximum, selection.MaxAlternatives},
+		{"$defs/placement_weight", doc.Defs["placement_weight"].Maximum, selection.MaxPlacementWeight},
+	}
+	for _, tt := range tests {
+		t.Run(tt.where, func(t *testing.T) {
+			if tt.max == nil || *tt.max != tt.want {
+				t.Fatalf("schema maximum %v, Go bound %v", tt.max, tt.want)
+			}
+		})
+	}
+}

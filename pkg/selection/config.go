@@ -1,9 +1,13 @@
 package selection
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/nlocalmodels/orchestrator/schemas"
 )
 
 // Config is the selection config stored under key "selection" in orch_config.
@@ -77,8 +81,43 @@ func (c Config) ReservationTTL() time.Duration {
 	return time.Duration(c.ReservationTTLMs) * time.Millisecond
 }
 
-// MaxAlternatives caps Config.Alternatives so a reply stays small.
-const MaxAlternatives = 10
+// Upper bounds of the config's fields (selection-config.schema.json has the
+// same): durations fit time.Duration with room to spare, and weights stay
+// far from overflowing their sum.
+const (
+	// MaxAlternatives caps Config.Alternatives so a reply stays small.
+	MaxAlternatives = 10
+	// MaxDurationMs bounds stale_after_ms and reservation_ttl_ms (one day).
+	MaxDurationMs = 24 * 60 * 60 * 1000
+	// MaxPlacementWeight bounds each placement weight.
+	MaxPlacementWeight = 1000
+	// MaxTemperatureBoundC bounds max_temperature_c and ideal_temperature_c.
+	MaxTemperatureBoundC = 200
+)
+
+// ParseConfig reads a stored or submitted selection config: its schema
+// first (an error wrapping *schemas.ValidationError lists every violation;
+// unknown and missing fields included), then Validate's cross-field rules
+// (errors wrapping ErrInvalidConfig).
+func ParseConfig(data []byte) (Config, error) {
+	doc, err := schemas.Decode(data)
+	if err != nil {
+		return Config{}, fmt.Errorf("selection config: %w", err)
+	}
+	if err := schemas.ValidateValue(schemas.SelectionConfig, doc); err != nil {
+		return Config{}, fmt.Errorf("selection config: %w", err)
+	}
+	var cfg Config
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&cfg); err != nil { // the schema admitted it: e.g. 7.0 for an integer
+		return Config{}, fmt.Errorf("selection config: %w", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, err
+	}
+	return cfg, nil
+}
 
 // Validate returns every problem with the config, joined, each wrapping ErrInvalidConfig.
 func (c *Config) Validate() error {
@@ -97,26 +136,37 @@ func (c *Config) Validate() error {
 		{"confidence.primary", c.Confidence.Primary},
 		{"confidence.secondary", c.Confidence.Secondary},
 	} {
-		if f.v <= 0 || f.v > 1 {
+		if !(f.v > 0 && f.v <= 1) { // NaN too
 			bad(f.name, "%v is outside (0,1]", f.v)
 		}
 	}
 	p := c.Placement
-	if p.Utilization < 0 || p.Headroom < 0 || p.Temperature < 0 {
-		bad("placement", "weights must not be negative (got %v, %v, %v)", p.Utilization, p.Headroom, p.Temperature)
+	if !inRange(p.Utilization, 0, MaxPlacementWeight) || !inRange(p.Headroom, 0, MaxPlacementWeight) || !inRange(p.Temperature, 0, MaxPlacementWeight) {
+		bad("placement", "weights must be within [0,%d] (got %v, %v, %v)", MaxPlacementWeight, p.Utilization, p.Headroom, p.Temperature)
 	} else if p.Utilization+p.Headroom+p.Temperature <= 0 {
 		bad("placement", "at least one weight must be positive")
 	}
-	if c.StaleAfterMs <= 0 {
-		bad("stale_after_ms", "%d must be positive", c.StaleAfterMs)
+	if c.StaleAfterMs <= 0 || c.StaleAfterMs > MaxDurationMs {
+		bad("stale_after_ms", "%d is outside 1..%d", c.StaleAfterMs, MaxDurationMs)
+	}
+	for _, f := range []struct {
+		name string
+		v    float64
+	}{
+		{"max_temperature_c", c.MaxTemperatureC},
+		{"ideal_temperature_c", c.IdealTemperatureC},
+	} {
+		if !inRange(f.v, 0, MaxTemperatureBoundC) {
+			bad(f.name, "%v is outside [0,%d]", f.v, MaxTemperatureBoundC)
+		}
 	}
 	if c.MaxTemperatureC <= c.IdealTemperatureC {
 		bad("max_temperature_c", "%v must be above ideal_temperature_c %v", c.MaxTemperatureC, c.IdealTemperatureC)
 	}
-	if c.ReservationTTLMs < 0 {
-		bad("reservation_ttl_ms", "%d must not be negative", c.ReservationTTLMs)
+	if c.ReservationTTLMs < 0 || c.ReservationTTLMs > MaxDurationMs {
+		bad("reservation_ttl_ms", "%d is outside 0..%d", c.ReservationTTLMs, MaxDurationMs)
 	}
-	if c.TieEpsilon < 0 || c.TieEpsilon >= 1 {
+	if !(c.TieEpsilon >= 0 && c.TieEpsilon < 1) {
 		bad("tie_epsilon", "%v is outside [0,1)", c.TieEpsilon)
 	}
 	if c.Alternatives < 0 || c.Alternatives > MaxAlternatives {

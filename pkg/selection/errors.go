@@ -11,6 +11,8 @@ var (
 	ErrInvalidRequest = errors.New("invalid selection request")
 	// ErrUnknownCategory: no category of that name is registered.
 	ErrUnknownCategory = errors.New("unknown task category")
+	// ErrUnknownModel: allow_models names a model that is not registered.
+	ErrUnknownModel = errors.New("unknown model")
 	// ErrNoCandidate: every candidate was filtered out; the error counts why.
 	ErrNoCandidate = errors.New("no candidate satisfies the constraints")
 )

@@ -126,7 +126,9 @@ func inRange(v, lo, hi float64) bool { return !math.IsNaN(v) && v >= lo && v <= 
 func (e *Engine) reason(s *scratch, res *Result, c candidate) string {
 	b := s.buf[:0]
 	if res.Degraded {
-		b = append(b, "degraded to multi_category: no fresh GPU telemetry"...)
+		b = append(b, "degraded to "...)
+		b = append(b, res.Mode...)
+		b = append(b, ": no fresh GPU telemetry"...)
 		if res.TelemetryAgeMs >= 0 {
 			b = append(b, " (newest sample "...)
 			b = strconv.AppendFloat(b, res.TelemetryAgeMs/1000, 'f', 1, 64)

@@ -1,6 +1,7 @@
 package selection
 
 import (
+	"encoding/json"
 	"errors"
 	"math"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nlocalmodels/orchestrator/pkg/catalog"
+	"github.com/nlocalmodels/orchestrator/schemas"
 )
 
 func TestQualityScorer(t *testing.T) {
@@ -192,6 +194,12 @@ func TestConfigValidate(t *testing.T) {
 		{"max below ideal temperature", func(c *Config) { c.MaxTemperatureC = 30 }, "max_temperature_c"},
 		{"tie epsilon 1", func(c *Config) { c.TieEpsilon = 1 }, "tie_epsilon"},
 		{"too many alternatives", func(c *Config) { c.Alternatives = 11 }, "alternatives"},
+		{"stale_after overflowing a duration", func(c *Config) { c.StaleAfterMs = 1e13 }, "stale_after_ms"},
+		{"reservation ttl above a day", func(c *Config) { c.ReservationTTLMs = MaxDurationMs + 1 }, "reservation_ttl_ms"},
+		{"huge placement weight", func(c *Config) { c.Placement.Headroom = 1e308 }, "placement"},
+		{"NaN placement weight", func(c *Config) { c.Placement.Utilization = math.NaN() }, "placement"},
+		{"NaN confidence", func(c *Config) { c.Confidence.Primary = math.NaN() }, "confidence.primary"},
+		{"temperature above the bound", func(c *Config) { c.MaxTemperatureC = 1000 }, "max_temperature_c"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -219,6 +227,49 @@ func TestConfigValidate(t *testing.T) {
 			}
 		}
 	})
+}
+
+func TestParseConfig(t *testing.T) {
+	valid, err := json.Marshal(DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit := func(from, to string) []byte {
+		t.Helper()
+		if !strings.Contains(string(valid), from) {
+			t.Fatalf("default config lacks %s", from)
+		}
+		return []byte(strings.Replace(string(valid), from, to, 1))
+	}
+	tests := []struct {
+		name   string
+		data   []byte
+		schema bool  // a schema violation (*schemas.ValidationError)
+		rule   error // else a sentinel, nil for a valid config
+		names  string
+	}{
+		{"the default", valid, false, nil, ""},
+		{"unknown key", []byte(`{"gpu_awre": false}`), true, nil, "gpu_awre"},
+		{"missing fields", []byte(`{"gpu_aware": false}`), true, nil, "required"},
+		{"above the schema's maximum", edit(`"stale_after_ms":15000`, `"stale_after_ms":10000000000000`), true, nil, "stale_after_ms"},
+		{"cross-field rule", edit(`"max_temperature_c":85`, `"max_temperature_c":30`), false, ErrInvalidConfig, "max_temperature_c"},
+		{"not JSON", []byte(`{"default_mode":`), false, nil, "selection config"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := ParseConfig(tt.data)
+			if tt.names == "" {
+				if err != nil || cfg != DefaultConfig() {
+					t.Fatalf("ParseConfig = %+v, %v", cfg, err)
+				}
+				return
+			}
+			var sv *schemas.ValidationError
+			if err == nil || errors.As(err, &sv) != tt.schema || (tt.rule != nil && !errors.Is(err, tt.rule)) || !strings.Contains(err.Error(), tt.names) {
+				t.Fatalf("err = %v, want schema violation %v / %v naming %s", err, tt.schema, tt.rule, tt.names)
+			}
+		})
+	}
 }
 
 func TestLedger(t *testing.T) {

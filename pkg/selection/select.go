@@ -32,7 +32,7 @@ type Result struct {
 	// switch ("" when it is not).
 	Downgrade string
 	// Degraded: gpu_aware was asked but no fresh telemetry was known, so the
-	// engine fell back to multi_category.
+	// engine fell back to multi_category (benchmark while that is off).
 	Degraded        bool
 	Model           *catalog.Model
 	PrimaryCategory bool
@@ -185,7 +185,7 @@ func (s *scratch) keepBest(c candidate, alternatives int) {
 }
 
 // Select picks a model (and, in gpu_aware mode, a GPU) for q. It returns
-// ErrInvalidRequest, ErrUnknownCategory, ErrNoCandidate (as a
+// ErrInvalidRequest, ErrUnknownCategory, ErrUnknownModel, ErrNoCandidate (as a
 // *NoCandidateError) or ErrFleetMismatch, wrapped with details.
 func (e *Engine) Select(q Query, f *Fleet) (Result, error) {
 	if err := validateRequest(&q.Request); err != nil {
@@ -194,6 +194,13 @@ func (e *Engine) Select(q Query, f *Fleet) (Result, error) {
 	rc, ok := e.categories[q.Request.TaskCategory]
 	if !ok {
 		return Result{}, fmt.Errorf("%w: %q (known: %s)", ErrUnknownCategory, q.Request.TaskCategory, strings.Join(e.categoryNames(), ", "))
+	}
+	// An allow list naming no registered model is a mistake worth a 404, not
+	// a narrower search; a deny list naming one denies nothing.
+	for _, id := range q.Request.Constraints.AllowModels {
+		if _, ok := e.catalog.Model(id); !ok {
+			return Result{}, fmt.Errorf("%w: allow_models lists %q, which is not in the registry", ErrUnknownModel, id)
+		}
 	}
 	res := Result{RequestedMode: q.Request.Mode, TieSeed: q.Seed, TelemetryAgeMs: -1}
 	if res.RequestedMode == "" {
@@ -216,10 +223,16 @@ func (e *Engine) Select(q Query, f *Fleet) (Result, error) {
 	if res.Mode == ModeGPUAware && (f.Len() == 0 || q.nowNanos > f.newestNanos+e.params.staleAfterNs) {
 		res.Degraded = true
 		res.Mode = ModeMultiCategory
+		if !e.cfg.MultiCategory {
+			res.Mode = ModeBenchmark
+		}
 	}
 
+	// With multi_category off there is no multi-category registry (the
+	// seed's "fall back to single-category"): every mode then draws from the
+	// category's primary models only, without confidence factors.
 	list := rc.multi
-	if res.Mode == ModeBenchmark {
+	if res.Mode == ModeBenchmark || !e.cfg.MultiCategory {
 		list = rc.benchmark
 	}
 	if res.Mode == ModeGPUAware {

@@ -1,9 +1,8 @@
 package registry
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -15,24 +14,19 @@ import (
 // parseConfig checks a selection config against its schema (400 with every
 // violation) and then its cross-field rules (422 with every broken rule).
 func parseConfig(data []byte) (selection.Config, error) {
-	doc, err := schemas.Decode(data)
-	if err != nil {
-		return selection.Config{}, fmt.Errorf("%w: selection config: %w", ErrBadRequest, err)
-	}
-	if err := schemas.ValidateValue(schemas.SelectionConfig, doc); err != nil {
+	cfg, err := selection.ParseConfig(data)
+	var sv *schemas.ValidationError
+	switch {
+	case err == nil:
+		return cfg, nil
+	case errors.As(err, &sv):
 		return selection.Config{}, schemaError("selection config", err)
-	}
-	var cfg selection.Config
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&cfg); err != nil { // the schema admitted it: e.g. 7.0 for an integer
-		return selection.Config{}, fmt.Errorf("%w: selection config: %w", ErrBadRequest, err)
-	}
-	if err := cfg.Validate(); err != nil {
+	case errors.Is(err, selection.ErrInvalidConfig):
 		lines := strings.Split(err.Error(), "\n")
 		return selection.Config{}, &listError{err: fmt.Errorf("%w: %s", ErrRefused, lines[0]), cause: err, lines: lines}
+	default:
+		return selection.Config{}, fmt.Errorf("%w: %w", ErrBadRequest, err)
 	}
-	return cfg, nil
 }
 
 func (s *Service) getConfig(ctx context.Context, _ []byte) (any, error) {

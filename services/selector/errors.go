@@ -14,4 +14,6 @@ var (
 	ErrRequestTooLarge = errors.New("selection request too large")
 	// ErrMalformedRequest: the request body is not a selection-request.
 	ErrMalformedRequest = errors.New("malformed selection request")
+	// ErrBadSample: a GPU sample was refused (not used for placement).
+	ErrBadSample = errors.New("GPU sample refused")
 )

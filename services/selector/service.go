@@ -152,10 +152,14 @@ func (s *Service) Check() error {
 // serves orch.select until ctx is done, and flushes buffered events.
 func (s *Service) Run(ctx context.Context) error {
 	runCtx, stop := context.WithCancel(ctx)
-	defer stop()
-
 	warm := newWarmup()
+	// The watchers and the reservation sharer end with Run, whichever way it
+	// returns: the sharer's last flush goes out before the caller drains.
 	var wg sync.WaitGroup
+	defer func() {
+		stop()
+		wg.Wait()
+	}()
 	watch := func(bucket string, apply func(key string, value []byte) error) {
 		wg.Add(1)
 		go func() {
@@ -184,12 +188,10 @@ func (s *Service) Run(ctx context.Context) error {
 			return fmt.Errorf("%w: subscribe %s: %w", ErrWarmup, bus.ReservationSubject, err)
 		}
 		defer func() { _ = sub.Unsubscribe() }()
-		go s.sharer.run(runCtx)
+		wg.Go(func() { s.sharer.run(runCtx) })
 	}
 
 	if err := warm.wait(runCtx, s.cfg.WarmupTimeout); err != nil {
-		stop()
-		wg.Wait()
 		return err
 	}
 	s.rebuild(true)
@@ -208,8 +210,6 @@ func (s *Service) Run(ctx context.Context) error {
 	if err != nil {
 		close(stopPub)
 		<-pubDone
-		stop()
-		wg.Wait()
 		return fmt.Errorf("%w: add micro service: %w", ErrWarmup, err)
 	}
 	// Ready means servable from any connection: the server must hold the
@@ -304,11 +304,14 @@ func (s *Service) rebuild(registryChanged bool) {
 	if registryChanged {
 		eng, err := s.reg.build()
 		switch {
+		case eng != nil && err != nil:
+			s.log.Warn().Err(err).Msg("registry snapshot is invalid; serving the last valid catalog with the current config")
 		case err != nil && next.engine != nil:
 			s.log.Warn().Err(err).Msg("registry snapshot is invalid; keeping the previous one")
 		case err != nil:
 			s.log.Error().Err(err).Msg("registry is empty or invalid; answering 503 until it is fixed")
-		default:
+		}
+		if eng != nil {
 			next.engine = eng
 			cat := eng.Catalog()
 			cfg := eng.Config()
@@ -356,7 +359,7 @@ func (s *Service) watchBucket(ctx context.Context, bucket string, apply func(str
 				value = e.Value()
 			}
 			if err := apply(e.Key(), value); err != nil {
-				s.log.Warn().Err(err).Str("bucket", bucket).Str("key", e.Key()).Msg("ignoring undecodable value")
+				s.log.Warn().Err(err).Str("bucket", bucket).Str("key", e.Key()).Msg("ignoring an invalid value; keeping the previous one")
 				continue
 			}
 			select {
@@ -391,6 +394,8 @@ func (s *Service) consumeTelemetry(ctx context.Context, warmed func()) (jetstrea
 		var sample telemetry.Sample
 		if err := json.Unmarshal(msg.Data(), &sample); err != nil {
 			s.log.Warn().Err(err).Str("subject", msg.Subject()).Msg("ignoring undecodable GPU sample")
+		} else if err := checkSample(msg.Subject(), &sample, s.now()); err != nil {
+			s.log.Warn().Err(err).Str("subject", msg.Subject()).Msg("ignoring GPU sample")
 		} else if s.cache.Put(sample) {
 			s.ledgerMu.Lock()
 			s.ledger.Observe(sample.Key(), sample.Timestamp)
@@ -404,6 +409,25 @@ func (s *Service) consumeTelemetry(ctx context.Context, warmed func()) (jetstrea
 		return nil, fmt.Errorf("%w: telemetry consumer: %w", ErrWarmup, err)
 	}
 	return cc, nil
+}
+
+// maxSampleSkew bounds how far ahead of this selector's clock a sample may
+// be dated: a later-dated one would hide every correct sample of its GPU
+// (the cache keeps the newest) and look fresh all that time.
+const maxSampleSkew = time.Minute
+
+// checkSample refuses a sample that is not its own GPU's (agents may publish
+// only their host's subjects, so the subject vouches for the body) or that
+// is dated too far ahead.
+func checkSample(subject string, sample *telemetry.Sample, now time.Time) error {
+	if want := bus.TelemetrySubject(sample.Host, sample.Index); subject != want {
+		return fmt.Errorf("%w: a sample of %s arrived on %s, want %s", ErrBadSample, sample.Key(), subject, want)
+	}
+	if ahead := sample.Timestamp.Sub(now); ahead > maxSampleSkew {
+		return fmt.Errorf("%w: the sample of %s is dated %s ahead of this selector's clock (at most %s)",
+			ErrBadSample, sample.Key(), ahead.Round(time.Second), maxSampleSkew)
+	}
+	return nil
 }
 
 // handle answers one selection request and records its outcome.
@@ -449,7 +473,7 @@ func (s *Service) answer(req micro.Request, start time.Time) labels {
 		switch {
 		case errors.Is(err, selection.ErrInvalidRequest):
 			return s.fail(req, labels{}, bus.CodeBadRequest, err, nil)
-		case errors.Is(err, selection.ErrUnknownCategory):
+		case errors.Is(err, selection.ErrUnknownCategory), errors.Is(err, selection.ErrUnknownModel):
 			return s.fail(req, labels{}, bus.CodeNotFound, err, nil)
 		case errors.As(err, &nc):
 			return s.fail(req, labels{category: r.TaskCategory, mode: string(nc.Mode)}, bus.CodeUnprocessable, err, nc)

@@ -13,11 +13,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 
 	"github.com/nlocalmodels/orchestrator/pkg/bus"
 	"github.com/nlocalmodels/orchestrator/pkg/catalog"
 	"github.com/nlocalmodels/orchestrator/pkg/catalog/exampledata"
 	"github.com/nlocalmodels/orchestrator/pkg/events"
+	"github.com/nlocalmodels/orchestrator/pkg/logging/logtest"
 	"github.com/nlocalmodels/orchestrator/pkg/natstest"
 	"github.com/nlocalmodels/orchestrator/pkg/obs/obstest"
 	"github.com/nlocalmodels/orchestrator/pkg/selection"
@@ -254,6 +256,7 @@ func TestSelectorErrorsKeepServing(t *testing.T) {
 		{"invalid JSON", `{"task_category":`, bus.CodeBadRequest, "malformed"},
 		{"unknown field", `{"task_category":"code","colour":"red"}`, bus.CodeBadRequest, "colour"},
 		{"unknown category", `{"task_category":"poetry"}`, bus.CodeNotFound, `"poetry"`},
+		{"unknown model allowed", `{"task_category":"code","constraints":{"allow_models":["gpt-9"]}}`, bus.CodeNotFound, `"gpt-9"`},
 		{"impossible constraints", `{"task_category":"code","constraints":{"max_gpu_memory_mb":10}}`, bus.CodeUnprocessable, "max_gpu_memory_mb"},
 		{"bad value", `{"task_category":"code","constraints":{"min_score":7}}`, bus.CodeBadRequest, "min_score"},
 		{"oversized", `{"task_category":"code","request_id":"` + strings.Repeat("x", 2000) + `"}`, bus.CodeBadRequest, "too large"},
@@ -273,7 +276,7 @@ func TestSelectorErrorsKeepServing(t *testing.T) {
 			}
 		})
 	}
-	if st := svc.Stats(); st.Errors[bus.CodeBadRequest] != 4 || st.Errors[bus.CodeNotFound] != 1 || st.Errors[bus.CodeUnprocessable] != 1 {
+	if st := svc.Stats(); st.Errors[bus.CodeBadRequest] != 4 || st.Errors[bus.CodeNotFound] != 2 || st.Errors[bus.CodeUnprocessable] != 1 {
 		t.Errorf("error counters %+v", st.Errors)
 	}
 }
@@ -304,6 +307,116 @@ func TestSelectorConfigChangesApplyLive(t *testing.T) {
 		rep, _, _ := selectJSON(t, nc, selection.Request{TaskCategory: "code"})
 		return rep.Mode == selection.ModeMultiCategory && rep.GPU == nil && strings.Contains(rep.Reason, "gpu_aware is switched off")
 	})
+}
+
+// Values put into the buckets around the registry: an invalid config is
+// refused (the previous one stays), and an invalid catalog does not stop a
+// config change - the rollback switch - from applying.
+func TestSelectorValuesWrittenAroundTheRegistry(t *testing.T) {
+	_, nc := natstest.Start(t)
+	js := natstest.JetStream(t, nc)
+	now := time.Now()
+	seedRegistry(t, js, selection.DefaultConfig())
+	publishSample(t, js, gpuSample("node-a", 0, now))
+	var logs logtest.Buffer
+	startSelector(t, nc, newFakeClock(now), nil, WithLogger(zerolog.New(&logs)))
+	put := func(bucket, key, value string) {
+		t.Helper()
+		kv, err := js.KeyValue(t.Context(), bucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kv.Put(t.Context(), key, []byte(value)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mode := func() selection.Mode {
+		rep, code, er := selectJSON(t, nc, selection.Request{TaskCategory: "code"})
+		if code != "" {
+			t.Fatalf("select: %s %+v", code, er)
+		}
+		return rep.Mode
+	}
+
+	put(bus.ModelsBucket, "broken", `{"id":"broken"}`)
+	eventually(t, "the invalid catalog to be noticed", func() bool {
+		return strings.Contains(logs.String(), "serving the last valid catalog")
+	})
+	off := selection.DefaultConfig()
+	off.GPUAware = false
+	seedConfig, _ := json.Marshal(off)
+	put(bus.ConfigBucket, bus.SelectionConfigKey, string(seedConfig))
+	eventually(t, "gpu_aware=false to apply over the invalid catalog", func() bool { return mode() == selection.ModeMultiCategory })
+
+	for i, bad := range []string{
+		`{"gpu_awre": false}`, // unknown key: would have meant every default, gpu_aware on
+		strings.Replace(string(seedConfig), `"stale_after_ms":15000`, `"stale_after_ms":10000000000000`, 1),
+		`{"default_mode":`,
+	} {
+		put(bus.ConfigBucket, bus.SelectionConfigKey, bad)
+		eventually(t, "the invalid config to be refused", func() bool {
+			return strings.Count(logs.String(), "ignoring an invalid value") == i+1
+		})
+		if got := mode(); got != selection.ModeMultiCategory {
+			t.Fatalf("after config %s the mode is %s: the previous config was not kept", bad, got)
+		}
+	}
+}
+
+func TestCheckSample(t *testing.T) {
+	now := time.Now()
+	good := gpuSample("node-a", 3, now)
+	tests := []struct {
+		name    string
+		subject string
+		at      time.Time
+		wantErr bool
+	}{
+		{"its own subject", bus.TelemetrySubject("node-a", 3), now, false},
+		{"dated a little ahead (clock skew)", bus.TelemetrySubject("node-a", 3), now.Add(maxSampleSkew), false},
+		{"another host's subject", bus.TelemetrySubject("node-b", 3), now, true},
+		{"another index's subject", bus.TelemetrySubject("node-a", 4), now, true},
+		{"dated too far ahead", bus.TelemetrySubject("node-a", 3), now.Add(maxSampleSkew + time.Second), true},
+		{"dated after year 2262", bus.TelemetrySubject("node-a", 3), time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := good
+			s.Timestamp = tt.at
+			err := checkSample(tt.subject, &s, now)
+			if tt.wantErr != (err != nil) || (err != nil && !errors.Is(err, ErrBadSample)) {
+				t.Fatalf("checkSample = %v, want error %v (ErrBadSample)", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestSelectorIgnoresRefusedSamples(t *testing.T) {
+	_, nc := natstest.Start(t)
+	js := natstest.JetStream(t, nc)
+	now := time.Now()
+	seedRegistry(t, js, selection.DefaultConfig())
+	publishSample(t, js, gpuSample("node-a", 0, now))
+	svc := startSelector(t, nc, newFakeClock(now), nil)
+
+	spoofed, _ := json.Marshal(gpuSample("victim", 0, now))
+	if _, err := js.Publish(t.Context(), bus.TelemetrySubject("attacker", 0), spoofed); err != nil {
+		t.Fatal(err)
+	}
+	publishSample(t, js, gpuSample("node-a", 1, now.Add(time.Hour)))
+	publishSample(t, js, gpuSample("node-c", 0, now)) // in order after the two above
+	eventually(t, "node-c's sample", func() bool {
+		rep, code, _ := selectJSON(t, nc, selection.Request{TaskCategory: "code", Constraints: selection.Constraints{Hosts: []string{"node-c"}}})
+		return code == "" && rep.GPU != nil
+	})
+	if n := svc.Stats().GPUs; n != 2 {
+		t.Fatalf("%d GPUs known, want 2 (node-a/0, node-c/0): a refused sample was used", n)
+	}
+	for _, host := range []string{"victim", "attacker"} {
+		if _, code, _ := selectJSON(t, nc, selection.Request{TaskCategory: "code", Constraints: selection.Constraints{Hosts: []string{host}}}); code != bus.CodeUnprocessable {
+			t.Errorf("placing on %s: code %q, want 422 (no such GPU)", host, code)
+		}
+	}
 }
 
 func TestSelectorRestartWarmsBeforeAnswering(t *testing.T) {

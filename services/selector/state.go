@@ -2,6 +2,7 @@ package selector
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -31,6 +32,10 @@ type registryState struct {
 	categories map[string]catalog.Category
 	benchmarks []catalog.Benchmark
 	config     *selection.Config
+	// lastCatalog is the newest catalog that compiled. While the buckets hold
+	// an invalid one (written around the registry), config changes - the
+	// rollback switches - still apply on top of it.
+	lastCatalog *catalog.Catalog
 }
 
 func newRegistryState() *registryState {
@@ -87,15 +92,19 @@ func (r *registryState) applyConfig(value []byte) error {
 		r.config = nil
 		return nil
 	}
-	cfg := selection.DefaultConfig()
-	if err := json.Unmarshal(value, &cfg); err != nil {
+	// Checked like the registry checks a write, so that a value put into the
+	// bucket directly cannot switch on what the registry would refuse.
+	cfg, err := selection.ParseConfig(value)
+	if err != nil {
 		return err
 	}
 	r.config = &cfg
 	return nil
 }
 
-// build validates the accumulated registry into an engine.
+// build compiles the accumulated registry and config into an engine. When
+// the catalog is invalid but an earlier one compiled, it returns an engine
+// of that catalog with the current config together with the catalog's error.
 func (r *registryState) build() (*selection.Engine, error) {
 	r.mu.Lock()
 	models := make([]catalog.Model, 0, len(r.models))
@@ -111,15 +120,29 @@ func (r *registryState) build() (*selection.Engine, error) {
 	if r.config != nil {
 		cfg = *r.config
 	}
+	last := r.lastCatalog
 	r.mu.Unlock()
+
+	cat, catErr := compileCatalog(benchmarks, categories, models)
+	if catErr == nil {
+		r.mu.Lock()
+		r.lastCatalog = cat
+		r.mu.Unlock()
+	} else if cat = last; cat == nil {
+		return nil, catErr
+	}
+	eng, err := selection.NewEngine(cat, cfg)
+	if err != nil {
+		return nil, errors.Join(catErr, err)
+	}
+	return eng, catErr
+}
+
+func compileCatalog(benchmarks []catalog.Benchmark, categories []catalog.Category, models []catalog.Model) (*catalog.Catalog, error) {
 	if len(models) == 0 {
 		return nil, fmt.Errorf("%w: the registry has no models", ErrNotReady)
 	}
 	slices.SortFunc(models, func(a, b catalog.Model) int { return strings.Compare(a.ID, b.ID) })
 	slices.SortFunc(categories, func(a, b catalog.Category) int { return strings.Compare(a.Name, b.Name) })
-	cat, err := catalog.New(benchmarks, categories, models)
-	if err != nil {
-		return nil, err
-	}
-	return selection.NewEngine(cat, cfg)
+	return catalog.New(benchmarks, categories, models)
 }
