@@ -129,3 +129,81 @@ func TestExportRoundTrip(t *testing.T) {
 		t.Fatalf("export keys %v", slices.Collect(maps.Keys(raw)))
 	}
 }
+
+// Every single write of an import leaves a valid catalog in the buckets:
+// selectors never see a broken one, and an interrupted import can be
+// retried from a valid state. The import here drops two categories and the
+// benchmarks only they weigh.
+func TestImportKeepsEveryStepValid(t *testing.T) {
+	h := start(t)
+	reg, cats := example(t)
+	dropped := map[string]bool{"multilingual": true, "chat": true}
+	var keptCats []catalog.Category
+	weighed := map[string]bool{}
+	for _, c := range cats.Categories {
+		if !dropped[c.Name] {
+			keptCats = append(keptCats, c)
+			for b := range c.Weights {
+				weighed[b] = true
+			}
+		}
+	}
+	var keptBench []catalog.Benchmark
+	for _, b := range cats.Benchmarks {
+		if weighed[b.Name] {
+			keptBench = append(keptBench, b)
+		}
+	}
+	if len(keptBench) == len(cats.Benchmarks) {
+		t.Fatal("the example data changed: no benchmark is weighed only by chat and multilingual")
+	}
+	var keptModels []catalog.Model
+	for _, m := range reg.Models {
+		if m.Serves("multilingual") || m.Serves("chat") {
+			continue
+		}
+		m.Benchmarks = maps.Clone(m.Benchmarks)
+		maps.DeleteFunc(m.Benchmarks, func(b string, _ float64) bool { return !weighed[b] })
+		keptModels = append(keptModels, m)
+	}
+	next, err := catalog.New(keptBench, keptCats, keptModels)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	snap, err := h.svc.st.readCatalog(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops, _, err := h.svc.importOps(snap, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, o := range ops {
+		target := snap.models
+		if o.kv.Bucket() == bus.CategoriesBucket {
+			target = snap.categories
+		}
+		switch {
+		case o.key == BenchmarksKey:
+			snap.benchmarks = entry{value: o.value, rev: snap.benchmarks.rev + 1}
+		case o.value == nil:
+			delete(target, o.key)
+		default:
+			target[o.key] = entry{value: o.value, rev: target[o.key].rev + 1}
+		}
+		if _, err := snap.catalog(); err != nil {
+			t.Fatalf("after write %d of %d (%s) the buckets hold an invalid catalog: %v", i+1, len(ops), o, err)
+		}
+	}
+
+	var res ImportReply
+	h.ok("import", ImportRequest{Registry: mustJSON(t, next.RegistryFile()), Categories: mustJSON(t, next.CategoriesFile())}, &res)
+	got, err := h.load()
+	if err != nil {
+		t.Fatalf("after the import: %v", err)
+	}
+	if !reflect.DeepEqual(got.CategoriesFile(), next.CategoriesFile()) || !reflect.DeepEqual(got.RegistryFile(), next.RegistryFile()) {
+		t.Fatal("the stored catalog is not the imported one")
+	}
+}

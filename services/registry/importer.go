@@ -2,6 +2,7 @@ package registry
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -37,20 +38,36 @@ func parseDocs(regName string, reg []byte, catName string, cats []byte) (*catalo
 	return nil, fmt.Errorf("%w: %w", kind, err)
 }
 
-// importOps plans replacing what snap holds by next: the benchmarks and
-// categories first, then the models, then deleting the models and then the
-// categories that next lacks, so that no model ever lists a category that
-// is gone. Keys already holding their new value are not written.
+// importOps plans replacing what snap holds by next so that the buckets
+// hold a valid catalog after every single write (selectors watching them
+// never see a broken one, and an interrupted import leaves a valid mix):
+// the old and new benchmarks together first, then the categories, the
+// models, deleting the models and then the categories that next lacks, and
+// last the new benchmarks alone. Keys already holding their new value are
+// not written.
 func (s *Service) importOps(snap *snapshot, next *catalog.Catalog) ([]op, ImportReply, error) {
 	reg, cats := next.RegistryFile(), next.CategoriesFile()
 	res := ImportReply{Models: len(reg.Models), Categories: len(cats.Categories), Benchmarks: len(cats.Benchmarks)}
 	var ops []op
-	b, err := encode("benchmarks", cats.Benchmarks)
+	union := cats.Benchmarks
+	if snap.benchmarks.rev != 0 {
+		var old []catalog.Benchmark
+		if err := json.Unmarshal(snap.benchmarks.value, &old); err != nil {
+			return nil, res, fmt.Errorf("%w: %s/%s: %w", ErrStoredInvalid, bus.CategoriesBucket, BenchmarksKey, err)
+		}
+		for _, b := range old {
+			if _, kept := next.Benchmark(b.Name); !kept {
+				union = append(slices.Clip(union), b)
+			}
+		}
+	}
+	b, err := encode("benchmarks", union)
 	if err != nil {
 		return nil, res, err
 	}
-	if o, changed := setOp(s.st.categories, BenchmarksKey, snap.benchmarks, b); changed {
-		ops = append(ops, o)
+	unionOp, unionWritten := setOp(s.st.categories, BenchmarksKey, snap.benchmarks, b)
+	if unionWritten {
+		ops = append(ops, unionOp)
 	}
 	for _, c := range cats.Categories {
 		if b, err = encode("category", c); err != nil {
@@ -79,6 +96,12 @@ func (s *Service) importOps(snap *snapshot, next *catalog.Catalog) ([]op, Import
 			ops = append(ops, op{kv: s.st.categories, key: name, rev: snap.categories[name].rev})
 			res.RemovedCategories++
 		}
+	}
+	if len(union) > len(cats.Benchmarks) {
+		if b, err = encode("benchmarks", cats.Benchmarks); err != nil {
+			return nil, res, err
+		}
+		ops = append(ops, op{kv: s.st.categories, key: BenchmarksKey, value: b, rev: snap.benchmarks.rev, again: unionWritten})
 	}
 	return ops, res, nil
 }

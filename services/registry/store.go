@@ -240,6 +240,9 @@ type op struct {
 	key   string
 	value []byte
 	rev   uint64
+	// again: the key was written by an earlier op of the same apply, and
+	// this op expects the revision that write made (rev is ignored).
+	again bool
 }
 
 func (o op) String() string { return o.kv.Bucket() + "/" + o.key }
@@ -267,7 +270,11 @@ func isConflict(err error) bool {
 // revision read, and returns each op's new revision (0 for a delete).
 func apply(ctx context.Context, ops []op) ([]uint64, error) {
 	revs := make([]uint64, len(ops))
+	madeRev := map[string]uint64{}
 	for i, o := range ops {
+		if o.again {
+			o.rev = madeRev[o.String()]
+		}
 		var err error
 		switch {
 		case o.value == nil:
@@ -278,6 +285,7 @@ func apply(ctx context.Context, ops []op) ([]uint64, error) {
 			revs[i], err = o.kv.Update(ctx, o.key, o.value, o.rev)
 		}
 		if err == nil {
+			madeRev[o.String()] = revs[i]
 			continue
 		}
 		written := make([]string, i)
