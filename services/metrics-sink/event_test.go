@@ -24,6 +24,8 @@ func TestDecodeEvent(t *testing.T) {
 		{"no timestamp", `{"event_id":"e","task_category":"code","selected_model":"m"}`, ErrBadEvent},
 		{"no task_category", `{"event_id":"e","timestamp":"2025-01-01T00:00:00Z","selected_model":"m"}`, ErrBadEvent},
 		{"no selected_model", `{"event_id":"e","timestamp":"2025-01-01T00:00:00Z","task_category":"code"}`, ErrBadEvent},
+		{"year 10000 in UTC", `{"event_id":"e","timestamp":"9999-12-31T23:30:00-01:00","task_category":"code","selected_model":"m"}`, ErrBadEvent},
+		{"year 0 in UTC", `{"event_id":"e","timestamp":"0001-01-01T00:30:00+01:00","task_category":"code","selected_model":"m"}`, ErrBadEvent},
 		{"minimal", `{"event_id":"e","timestamp":"2025-01-01T00:00:00Z","task_category":"code","selected_model":"m"}`, nil},
 	}
 	for _, c := range cases {

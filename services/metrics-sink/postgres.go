@@ -123,7 +123,8 @@ func (s *PostgresStore) migrate(ctx context.Context) error {
 
 // Insert writes evs in one transaction, pipelined in one round trip; already
 // stored event ids are skipped. A value PostgreSQL refuses (a data exception,
-// such as a NUL byte in a string) returns a *RowError naming the event.
+// such as a NUL byte in a string) or an event that cannot be written back as
+// JSON returns a *RowError naming the event.
 func (s *PostgresStore) Insert(ctx context.Context, evs []events.SelectionEvent) (int, error) {
 	if len(evs) == 0 {
 		return 0, nil
@@ -134,7 +135,7 @@ func (s *PostgresStore) Insert(ctx context.Context, evs []events.SelectionEvent)
 	for i := range evs {
 		args, err := insertArgs(&evs[i], evs[i].Timestamp)
 		if err != nil {
-			return 0, err
+			return 0, &RowError{Index: i, EventID: evs[i].EventID, Err: err}
 		}
 		b.Queue(q, args...)
 	}

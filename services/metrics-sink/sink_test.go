@@ -259,7 +259,14 @@ func TestSinkPoisonMessages(t *testing.T) {
 	ctx := testCtx(t)
 	evs := makeEvents(0, 20)
 	publish(t, js, evs[:10])
-	for _, bad := range []string{"not json", `{"event_id":"no-category","timestamp":"2025-01-01T00:00:00Z"}`} {
+	for _, bad := range []string{
+		"not json",
+		`{"event_id":"no-category","timestamp":"2025-01-01T00:00:00Z"}`,
+		// decodes, but Go cannot write this offset back into event_json
+		`{"event_id":"bad-offset","timestamp":"2025-01-01T00:00:00+24:00","task_category":"code","selected_model":"m"}`,
+		// year 10000 in UTC: the timestamp column could not be read back
+		`{"event_id":"year-10000","timestamp":"9999-12-31T23:30:00-01:00","task_category":"code","selected_model":"m"}`,
+	} {
 		if _, err := js.Publish(ctx, bus.SelectionEventSubject("code"), []byte(bad)); err != nil {
 			t.Fatal(err)
 		}
@@ -267,11 +274,11 @@ func TestSinkPoisonMessages(t *testing.T) {
 	publish(t, js, evs[10:])
 	r := start(t, testConfig(), js, st)
 	waitFor(t, "valid rows and poison counted", func() bool {
-		return count(t, st) == 20 && r.svc.Stats().Poison == 2
+		return count(t, st) == 20 && r.svc.Stats().Poison == 4
 	})
 	settled(t, r.svc) // terminated, so nothing stays pending
-	if s := r.svc.Stats(); s.Inserted != 20 || s.Poison != 2 {
-		t.Fatalf("stats %+v, want 20 inserted, 2 poison", s)
+	if s := r.svc.Stats(); s.Inserted != 20 || s.Poison != 4 || s.StoreErrors != 0 {
+		t.Fatalf("stats %+v, want 20 inserted, 4 poison, no store errors", s)
 	}
 }
 

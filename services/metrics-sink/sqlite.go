@@ -171,8 +171,7 @@ func (s *SQLiteStore) migrate(ctx context.Context) error {
 }
 
 // Insert writes evs in one transaction; already stored event ids are skipped.
-// SQLite stores any value a decoded event can hold, so unlike PostgreSQL it
-// never returns a *RowError.
+// An event that cannot be written back as JSON returns a *RowError naming it.
 func (s *SQLiteStore) Insert(ctx context.Context, evs []events.SelectionEvent) (int, error) {
 	if len(evs) == 0 {
 		return 0, nil
@@ -193,7 +192,7 @@ func (s *SQLiteStore) Insert(ctx context.Context, evs []events.SelectionEvent) (
 		ev := &evs[i]
 		args, err := insertArgs(ev, ev.Timestamp.UTC().Truncate(time.Microsecond).Format(sqliteTimeFormat))
 		if err != nil {
-			return 0, err
+			return 0, &RowError{Index: i, EventID: ev.EventID, Err: err}
 		}
 		res, err := stmt.ExecContext(ctx, args...)
 		if err != nil {

@@ -113,8 +113,8 @@ const pingSQL = "SELECT 1 FROM selection_metrics LIMIT 1"
 // become NULL, as gpu_id does without a GPU.
 func insertArgs(ev *events.SelectionEvent, ts any) ([]any, error) {
 	js, err := ev.AppendJSON(nil)
-	if err != nil {
-		return nil, fmt.Errorf("%w: event %s: encode event_json: %w", ErrInsert, ev.EventID, err)
+	if err != nil { // e.g. a time decoded from an offset Go cannot write back ("+24:00")
+		return nil, fmt.Errorf("encode event_json: %w", err)
 	}
 	var gpuID any
 	if ev.GPUID != nil {
@@ -168,6 +168,12 @@ func validateEvent(ev *events.SelectionEvent) error {
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("%w: event %q lacks %s", ErrBadEvent, ev.EventID, strings.Join(missing, ", "))
+	}
+	// The column holds the UTC time: one in another year than 1..9999 there
+	// could not be read back (a valid "9999-12-31T23:30:00-01:00" is year
+	// 10000 in UTC).
+	if y := ev.Timestamp.UTC().Year(); y < 1 || y > 9999 {
+		return fmt.Errorf("%w: event %q: timestamp %s is outside years 1..9999 in UTC", ErrBadEvent, ev.EventID, ev.Timestamp.Format(time.RFC3339Nano))
 	}
 	return nil
 }

@@ -29,6 +29,7 @@ func (a *app) eventsCmd() *cobra.Command {
 // eventPrinter writes events as table lines (header first) or JSON lines.
 type eventPrinter struct {
 	w      io.Writer
+	errw   io.Writer
 	json   bool
 	header bool
 }
@@ -36,8 +37,9 @@ type eventPrinter struct {
 func (p *eventPrinter) print(ev *events.SelectionEvent) error {
 	if p.json {
 		data, err := json.Marshal(ev)
-		if err != nil {
-			return err
+		if err != nil { // e.g. a time whose offset Go decodes but cannot write back
+			fmt.Fprintf(p.errw, "skipping event %s: it cannot be written as JSON: %v\n", ev.EventID, err)
+			return nil
 		}
 		_, err = fmt.Fprintf(p.w, "%s\n", data)
 		return err
@@ -77,7 +79,7 @@ telemetry). --json prints each event as one JSON line.`,
 			}
 			ctx := cmd.Context()
 			return a.withJetStream(ctx, "events tail", func(_ *nats.Conn, js jetstream.JetStream) error {
-				p := &eventPrinter{w: a.stdout, json: a.json}
+				p := &eventPrinter{w: a.stdout, errw: a.stderr, json: a.json}
 				seen := 0
 				what := "every category"
 				if category != "" {
@@ -190,7 +192,7 @@ JSON line, with the decision's inputs.`,
 			}
 			ctx := cmd.Context()
 			return a.withJetStream(ctx, "events replay", func(_ *nats.Conn, js jetstream.JetStream) error {
-				p := &eventPrinter{w: a.stdout, json: a.json}
+				p := &eventPrinter{w: a.stdout, errw: a.stderr, json: a.json}
 				prog := newProgress(a.stderr)
 				shown := 0
 				st, err := eventlog.Replay(ctx, js, w, func(r eventlog.Record) error {

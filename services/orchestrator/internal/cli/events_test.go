@@ -237,3 +237,24 @@ func TestGPUs(t *testing.T) {
 	out := ts.ok(t, "gpus", "--once")
 	mustContain(t, "gpus", out, "10 GPU(s), 1 stale, 1 unhealthy", "old/0", "STALE", "UNHEALTHY: Xid 79", "simulated", "MEMORY USED/TOTAL")
 }
+
+// An event Go decodes but cannot encode again (a "+24:00" offset) is
+// skipped with a warning: it must not end a replay or a tail.
+func TestEventPrinterSkipsWhatCannotBeWritten(t *testing.T) {
+	var bad events.SelectionEvent
+	if err := json.Unmarshal([]byte(`{"event_id":"odd","timestamp":"2025-01-01T00:00:00+24:00","task_category":"code","selected_model":"m"}`), &bad); err != nil {
+		t.Fatal(err)
+	}
+	good := events.SelectionEvent{EventID: "fine", Timestamp: time.Now(), TaskCategory: "code", SelectedModel: "m"}
+	var out, errw bytes.Buffer
+	p := &eventPrinter{w: &out, errw: &errw, json: true}
+	for _, ev := range []*events.SelectionEvent{&bad, &good} {
+		if err := p.print(ev); err != nil {
+			t.Fatalf("print %s: %v", ev.EventID, err)
+		}
+	}
+	if evs := jsonLines(t, out.String()); len(evs) != 1 || evs[0].EventID != "fine" {
+		t.Fatalf("printed %q, want only the event that can be written", out.String())
+	}
+	mustContain(t, "stderr", errw.String(), "skipping event odd")
+}
