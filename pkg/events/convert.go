@@ -8,9 +8,11 @@ import (
 )
 
 // FromReply builds the decision event of a reply to req, decided by the
-// selector instance named selector on fleet at now: the GPUs of the reply
-// and its alternatives are recorded with their reservations.
-func FromReply(req *selection.Request, rep *selection.Reply, selector string, fleet *selection.Fleet, now time.Time) SelectionEvent {
+// selector instance named selector on fleet at now: the GPUs of the reply,
+// of the top-scoring candidate (top: the result's TopGPU, nil for none) and
+// of the alternatives are recorded with their reservations, which is what
+// replaying the decision needs.
+func FromReply(req *selection.Request, rep *selection.Reply, top *selection.GPU, selector string, fleet *selection.Fleet, now time.Time) SelectionEvent {
 	ev := SelectionEvent{
 		Timestamp:           rep.Timestamp,
 		TaskCategory:        rep.TaskCategory,
@@ -37,18 +39,20 @@ func FromReply(req *selection.Request, rep *selection.Reply, selector string, fl
 		ev.GPUID = &id
 		ev.Host = rep.GPU.Host
 		ev.GPUUUID = rep.GPU.UUID
-		ev.GPUs = appendGPU(ev.GPUs, fleet, rep.GPU, now)
+		ev.GPUs = appendGPU(ev.GPUs, fleet, telemetry.Key(rep.GPU.Host, rep.GPU.Index), now)
+	}
+	if top != nil {
+		ev.GPUs = appendGPU(ev.GPUs, fleet, top.Key, now)
 	}
 	for _, a := range rep.Alternatives {
 		if a.GPU != nil {
-			ev.GPUs = appendGPU(ev.GPUs, fleet, a.GPU, now)
+			ev.GPUs = appendGPU(ev.GPUs, fleet, telemetry.Key(a.GPU.Host, a.GPU.Index), now)
 		}
 	}
 	return ev
 }
 
-func appendGPU(list []GPUState, fleet *selection.Fleet, ref *selection.GPURef, now time.Time) []GPUState {
-	key := telemetry.Key(ref.Host, ref.Index)
+func appendGPU(list []GPUState, fleet *selection.Fleet, key string, now time.Time) []GPUState {
 	for _, g := range list {
 		if g.Sample.Key() == key {
 			return list

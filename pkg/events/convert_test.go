@@ -30,9 +30,17 @@ func TestFromReply(t *testing.T) {
 	}
 	fleet := e.NewFleet([]telemetry.Sample{sample("a", 0, 60000), sample("a", 1, 50000)}, ledger)
 	req := &selection.Request{RequestID: "req-1", TaskCategory: "code"}
+	lookup := func(key string) *selection.GPU {
+		g, ok := fleet.Lookup(key)
+		if !ok {
+			t.Fatalf("no GPU %s in the fleet", key)
+		}
+		return g
+	}
 	tests := []struct {
 		name     string
 		reply    selection.Reply
+		top      *selection.GPU
 		gpuID    *int
 		wantGPUs map[string]int64 // key -> reserved MB
 	}{
@@ -51,6 +59,17 @@ func TestFromReply(t *testing.T) {
 			wantGPUs: map[string]int64{"a/0": 0, "a/1": 5000},
 		},
 		{
+			name: "a near-tie chosen: the top candidate's GPU is recorded too",
+			reply: selection.Reply{
+				EventID: "ev-3", RequestID: "req-1", TaskCategory: "code", ModelID: "m1", PrimaryCategory: true,
+				Scores: selection.Scores{Confidence: 0.9}, FinalScore: 0.7, SelectionDurationUs: 2500,
+				GPU: &selection.GPURef{Host: "a", Index: 0, UUID: "a-uuid"}, Mode: selection.ModeGPUAware, Timestamp: now,
+			},
+			top:      lookup("a/1"),
+			gpuID:    new(int),
+			wantGPUs: map[string]int64{"a/0": 0, "a/1": 5000},
+		},
+		{
 			name:     "no GPU placed",
 			reply:    selection.Reply{EventID: "ev-2", TaskCategory: "code", ModelID: "m1", Mode: selection.ModeMultiCategory, Timestamp: now},
 			wantGPUs: map[string]int64{},
@@ -58,7 +77,7 @@ func TestFromReply(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ev := FromReply(req, &tt.reply, "sel-1", fleet, now)
+			ev := FromReply(req, &tt.reply, tt.top, "sel-1", fleet, now)
 			if ev.EventID != tt.reply.EventID || ev.SelectedModel != "m1" || ev.TaskCategory != "code" || ev.Selector != "sel-1" ||
 				ev.Request.RequestID != "req-1" || ev.SelectionDurationMs != tt.reply.SelectionDurationUs/1000 || ev.ConfidenceScore != tt.reply.Scores.Confidence {
 				t.Fatalf("event %+v", ev)

@@ -10,6 +10,7 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/nlocalmodels/orchestrator/pkg/catalog"
+	"github.com/nlocalmodels/orchestrator/pkg/telemetry"
 )
 
 // world is one random selection problem.
@@ -294,6 +295,60 @@ func TestPropertyStaleOrUnhealthyGPUsAreNeverChosen(t *testing.T) {
 		}
 		if res.GPU.Sample.Timestamp.Before(t0.Add(-e.cfg.StaleAfter())) || !res.GPU.Sample.Healthy {
 			t.Fatalf("chose %s: %+v", res.GPU.Key, res.GPU.Sample)
+		}
+	})
+}
+
+// Deciding again on only the GPUs a decision event records (the chosen one,
+// TopGPU and the alternatives', with the memory reserved on them) picks the
+// same model and GPU: what makes a recorded decision replayable.
+func TestPropertyRecordedGPUsReproduceThePick(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		w := drawWorld(t, rapid.SampledFrom([]float64{0, 0.01, 0.05, 0.2}).Draw(t, "tie epsilon"))
+		res, err := w.engine.Select(w.query, w.fleet)
+		if err != nil {
+			t.Skip("no decision to replay")
+		}
+		keys := []string{}
+		if res.GPU != nil {
+			keys = append(keys, res.GPU.Key)
+		}
+		if res.TopGPU != nil {
+			keys = append(keys, res.TopGPU.Key)
+		}
+		for _, a := range res.Alternatives {
+			if a.GPU != nil {
+				keys = append(keys, telemetry.Key(a.GPU.Host, a.GPU.Index))
+			}
+		}
+		var samples []telemetry.Sample
+		ledger := NewLedger()
+		for _, k := range keys {
+			g, ok := w.fleet.Lookup(k)
+			if !ok {
+				t.Fatalf("recorded GPU %s is not in the fleet", k)
+			}
+			if slices.ContainsFunc(samples, func(s telemetry.Sample) bool { return s.Key() == k }) {
+				continue
+			}
+			samples = append(samples, g.Sample)
+			if mb := w.fleet.ReservedMB(g, w.query.Now); mb > 0 {
+				ledger.Reserve(Reservation{ID: "recorded/" + k, GPUKey: k, MemoryMB: mb, At: w.query.Now, Expires: w.query.Now.Add(time.Hour)})
+			}
+		}
+		again, err := w.engine.Select(w.query, w.engine.NewFleet(samples, ledger))
+		if err != nil {
+			t.Fatalf("replay on %v: %v", keys, err)
+		}
+		gpu := func(r Result) string {
+			if r.GPU == nil {
+				return "-"
+			}
+			return r.GPU.Key
+		}
+		if again.Model.ID != res.Model.ID || gpu(again) != gpu(res) || again.FinalScore != res.FinalScore {
+			t.Fatalf("decided %s on %s (%v), replayed on %v as %s on %s (%v)",
+				res.Model.ID, gpu(res), res.FinalScore, keys, again.Model.ID, gpu(again), again.FinalScore)
 		}
 	})
 }

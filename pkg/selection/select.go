@@ -37,7 +37,11 @@ type Result struct {
 	Model           *catalog.Model
 	PrimaryCategory bool
 	// GPU is nil when no GPU was placed (benchmark, multi_category, degraded).
-	GPU          *GPU
+	GPU *GPU
+	// TopGPU is the GPU of the highest-scoring candidate (nil without a
+	// GPU). A near-tie may have been chosen instead; replaying the decision
+	// needs this GPU too, to see the same best score and so the same ties.
+	TopGPU       *GPU
 	FinalScore   float64
 	Scores       Scores
 	Reason       string
@@ -244,7 +248,10 @@ func (e *Engine) Select(q Query, f *Fleet) (Result, error) {
 		return Result{}, e.noCandidate(s, &res, len(list), f)
 	}
 
-	chosen := e.pick(s, &res)
+	chosen := e.pick(s, &res, f)
+	if top := s.bests[0]; top.gpu >= 0 {
+		res.TopGPU = &f.gpus[top.gpu]
+	}
 	res.Model = chosen.rm.model
 	res.PrimaryCategory = chosen.rm.model.PrimaryCategory() == rc.category.Name
 	res.FinalScore = chosen.score
@@ -325,30 +332,48 @@ func (e *Engine) scanModels(s *scratch, list []rankedModel) {
 	}
 }
 
-// pick chooses uniformly, by the query's seed, among the candidates within
-// TieEpsilon of the best score.
-func (e *Engine) pick(s *scratch, res *Result) candidate {
+// pick chooses among the candidates within TieEpsilon of the best score
+// the one whose tieHash under the query's seed is lowest: uniform over the
+// near-ties for random seeds, and independent of the other candidates, so
+// that re-deciding on only the recorded GPUs (the chosen one, TopGPU and the
+// alternatives') picks the same one again.
+func (e *Engine) pick(s *scratch, res *Result, f *Fleet) candidate {
 	floor := s.best - e.cfg.TieEpsilon
+	var chosen candidate
+	var lowest uint64
 	n := 0
 	for i := range s.ties {
-		if s.ties[i].score >= floor {
-			n++
+		c := &s.ties[i]
+		if c.score < floor {
+			continue
 		}
+		gpu := ""
+		if c.gpu >= 0 {
+			gpu = f.gpus[c.gpu].Key
+		}
+		// n >= 1 at the end: the candidate that set the best score is a tie.
+		if h := tieHash(s.q.Seed, c.rm.model.ID, gpu); n == 0 || h < lowest {
+			chosen, lowest = *c, h
+		}
+		n++
 	}
 	res.Ties = n
-	// n >= 1: the candidate that set the best score is always among the ties.
-	k := int(splitmix64(s.q.Seed) % uint64(n))
-	var chosen candidate
-	for i := range s.ties {
-		if s.ties[i].score >= floor {
-			if k == 0 {
-				chosen = s.ties[i]
-				break
-			}
-			k--
-		}
-	}
 	return chosen
+}
+
+// tieHash mixes the seed with a candidate's model id and GPU key (FNV-1a,
+// then splitmix64): stable across processes and versions, unlike maphash.
+func tieHash(seed uint64, model, gpu string) uint64 {
+	const prime = 1099511628211
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(model); i++ {
+		h = (h ^ uint64(model[i])) * prime
+	}
+	h = (h ^ '/') * prime
+	for i := 0; i < len(gpu); i++ {
+		h = (h ^ uint64(gpu[i])) * prime
+	}
+	return splitmix64(h ^ seed)
 }
 
 // alternatives lists the best placement of the next-best other models.

@@ -517,7 +517,7 @@ func (s *Service) decide(snap *snapshot, r *selection.Request, eventID string, n
 		return res, selection.Reply{}, events.SelectionEvent{}, err
 	}
 	reply := res.Reply(r, eventID, now, time.Since(start))
-	ev := events.FromReply(r, &reply, s.cfg.Instance, snap.fleet, now)
+	ev := events.FromReply(r, &reply, res.TopGPU, s.cfg.Instance, snap.fleet, now)
 	if res.GPU != nil {
 		s.reserve(eventID, res.GPU.Key, res.Model.GPUMemoryMB, now, snap.engine.Config().ReservationTTL())
 	}
