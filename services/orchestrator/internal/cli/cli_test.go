@@ -300,6 +300,11 @@ func TestVersionAndProvision(t *testing.T) {
 	if r := ts.run(t, "provision", "--replicas", "3"); r.code != 1 {
 		t.Fatalf("R3 on one server: exit %d, want 1 (%s)", r.code, r.stderr)
 	}
+	for _, age := range []string{"-1h", "0s"} {
+		if r := ts.run(t, "provision", "--selection-max-age", age); r.code != 2 || !strings.Contains(r.stderr, "must be positive") {
+			t.Fatalf("--selection-max-age %s: exit %d, want 2 (%s)", age, r.code, r.stderr)
+		}
+	}
 	if r := ts.run(t, "frobnicate"); r.code == 0 {
 		t.Fatal("an unknown verb succeeded")
 	}

@@ -2,8 +2,10 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"testing"
@@ -257,4 +259,30 @@ func TestEventPrinterSkipsWhatCannotBeWritten(t *testing.T) {
 		t.Fatalf("printed %q, want only the event that can be written", out.String())
 	}
 	mustContain(t, "stderr", errw.String(), "skipping event odd")
+}
+
+// gpus --json without --once prints one JSON array per refresh and nothing
+// else on stdout, so that a consumer can decode the stream of values.
+func TestGPUsJSONStream(t *testing.T) {
+	ts := startSystem(t)
+	ctx, cancel := context.WithTimeout(testCtx(t), 2500*time.Millisecond)
+	defer cancel()
+	var out, errOut bytes.Buffer
+	Execute(ctx, []string{"--nats-url", ts.url, "--json", "gpus", "--interval", "500ms"}, &out, &errOut, noEnv)
+	dec := json.NewDecoder(&out)
+	refreshes := 0
+	for {
+		var rows []gpuRow
+		err := dec.Decode(&rows)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("refresh %d is not a JSON array of GPUs: %v\nstdout: %s", refreshes+1, err, out.String())
+		}
+		refreshes++
+	}
+	if refreshes < 2 {
+		t.Fatalf("%d refreshes in 2.5 s at 500 ms; stderr: %s", refreshes, errOut.String())
+	}
 }

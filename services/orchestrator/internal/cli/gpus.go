@@ -55,15 +55,19 @@ selector will not place on them), unhealthy GPUs UNHEALTHY with the reason.`,
 				defer tick.Stop()
 				terminal := isTerminal(a.stdout)
 				for {
-					if terminal {
+					// With --json, stdout carries one JSON array per refresh
+					// and nothing else.
+					if terminal && !a.json {
 						fmt.Fprint(a.stdout, "\033[H\033[2J")
 					}
-					fmt.Fprintf(a.stdout, "%s  GPUs on %s (every %s, stale after %s; Ctrl-C to stop)\n",
-						time.Now().Format("15:04:05"), bus.TelemetryStream, every, staleAfter)
+					if !a.json {
+						fmt.Fprintf(a.stdout, "%s  GPUs on %s (every %s, stale after %s; Ctrl-C to stop)\n",
+							time.Now().Format("15:04:05"), bus.TelemetryStream, every, staleAfter)
+					}
 					if err := a.printGPUs(cache, staleAfter, time.Now()); err != nil {
 						return err
 					}
-					if !terminal {
+					if !terminal && !a.json {
 						fmt.Fprintln(a.stdout)
 					}
 					select {

@@ -194,6 +194,9 @@ buckets. Running it again is harmless. Run it as an admin
 where the services' own accounts may not create streams.`,
 		Args: argsUsage(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.Flags().Changed("selection-max-age") && maxAge <= 0 {
+				return usage(cmd, "--selection-max-age %s must be positive", maxAge)
+			}
 			ctx := cmd.Context()
 			return a.withJetStream(ctx, "provision", func(_ *nats.Conn, js jetstream.JetStream) error {
 				opts := []bus.ProvisionOption{bus.WithReplicas(replicas)}
