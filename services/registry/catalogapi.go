@@ -231,8 +231,12 @@ func (s *Service) deleteModel(ctx context.Context, body []byte) (any, error) {
 		return nil, fmt.Errorf("%w: id is required", ErrBadRequest)
 	}
 	_, err := s.editCatalog(ctx, "delete model "+req.ID, func(snap *snapshot, cur *catalog.Catalog) ([]op, error) {
-		if _, err := cur.WithoutModel(req.ID); err != nil {
+		next, err := cur.WithoutModel(req.ID)
+		if err != nil {
 			return nil, refuse(err)
+		}
+		if len(next.Models) == 0 {
+			return nil, fmt.Errorf("%w: %q is the last model, and selectors keep serving the previous registry rather than none; import a registry to replace it", ErrRefused, req.ID)
 		}
 		return []op{{kv: s.st.models, key: req.ID, rev: snap.models[req.ID].rev}}, nil
 	})

@@ -43,6 +43,8 @@ func TestImportRefused(t *testing.T) {
 			Categories: mustJSON(t, catalog.CategoriesFile{Version: 2, Benchmarks: cats.Benchmarks, Categories: cats.Categories})},
 			bus.CodeBadRequest, [][]string{{"task_categories.json", "version"}}},
 		{"unknown envelope field", `{"registry": {}, "categories": {}, "config": {}}`, bus.CodeBadRequest, nil},
+		{"no models", ImportRequest{Registry: mustJSON(t, catalog.RegistryFile{Version: 1, Models: []catalog.Model{}}), Categories: exampledata.Categories},
+			bus.CodeUnprocessable, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -114,6 +114,9 @@ func (s *Service) importDocs(ctx context.Context, regName string, reg []byte, ca
 	if err != nil {
 		return ImportReply{}, err
 	}
+	if len(next.Models) == 0 {
+		return ImportReply{}, fmt.Errorf("%w: %s lists no models, and selectors keep serving the previous registry rather than none", ErrRefused, regName)
+	}
 	var res ImportReply
 	_, err = s.write(ctx, "import", func(ctx context.Context) ([]op, error) {
 		snap, err := s.st.readCatalog(ctx)

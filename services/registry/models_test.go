@@ -193,3 +193,17 @@ func TestModelDelete(t *testing.T) {
 		t.Fatalf("list after delete has %d models", len(list))
 	}
 }
+
+// The last model cannot be deleted: selectors would keep serving the
+// previous registry, while the registry said it held none.
+func TestModelDeleteKeepsTheLastModel(t *testing.T) {
+	h := start(t)
+	models := exampleCatalog(t).Models
+	for _, m := range models[1:] {
+		h.ok("models.delete", IDRequest{ID: m.ID}, nil)
+	}
+	h.refused(t, "models.delete", IDRequest{ID: models[0].ID}, bus.CodeUnprocessable)
+	if r := h.call("models.get", IDRequest{ID: models[0].ID}); r.code != "" {
+		t.Fatalf("the last model is gone: %s %s", r.code, r.desc)
+	}
+}
