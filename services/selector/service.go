@@ -299,10 +299,10 @@ func (s *Service) rebuild(registryChanged bool) {
 	cur := s.snap.Load()
 	next := &snapshot{}
 	if cur != nil {
-		next.engine = cur.engine
+		next.engine, next.applied = cur.engine, cur.applied
 	}
 	if registryChanged {
-		eng, err := s.reg.build()
+		eng, applied, err := s.reg.build()
 		switch {
 		case eng != nil && err != nil:
 			s.log.Warn().Err(err).Msg("registry snapshot is invalid; serving the last valid catalog with the current config")
@@ -312,7 +312,7 @@ func (s *Service) rebuild(registryChanged bool) {
 			s.log.Error().Err(err).Msg("registry is empty or invalid; answering 503 until it is fixed")
 		}
 		if eng != nil {
-			next.engine = eng
+			next.engine, next.applied = eng, applied
 			cat := eng.Catalog()
 			cfg := eng.Config()
 			s.log.Info().Int("models", len(cat.Models)).Int("categories", len(cat.Categories)).
@@ -358,7 +358,9 @@ func (s *Service) watchBucket(ctx context.Context, bucket string, apply func(str
 			if e.Operation() == jetstream.KeyValuePut {
 				value = e.Value()
 			}
-			if err := apply(e.Key(), value); err != nil {
+			err := apply(e.Key(), value)
+			s.reg.read(bucket, e.Revision())
+			if err != nil {
 				s.log.Warn().Err(err).Str("bucket", bucket).Str("key", e.Key()).Msg("ignoring an invalid value; keeping the previous one")
 				continue
 			}
@@ -570,6 +572,10 @@ type Stats struct {
 	EventsBuffered  int               `json:"events_buffered"`
 	GPUs            int               `json:"gpus"`
 	Models          int               `json:"models"`
+	// AppliedRevisions is the newest revision of each registry bucket
+	// (orch_models, orch_categories, orch_config) that this selector has
+	// read and rebuilt its engine from: a write at or below it is live here.
+	AppliedRevisions map[string]uint64 `json:"applied_revisions,omitempty"`
 }
 
 // Stats returns the current counters.
@@ -588,6 +594,7 @@ func (s *Service) Stats() Stats {
 	if snap := s.snap.Load(); snap != nil && snap.engine != nil {
 		st.GPUs = snap.fleet.Len()
 		st.Models = len(snap.engine.Catalog().Models)
+		st.AppliedRevisions = snap.applied
 	}
 	return st
 }

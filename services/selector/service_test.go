@@ -296,17 +296,29 @@ func TestSelectorConfigChangesApplyLive(t *testing.T) {
 	now := time.Now()
 	seedRegistry(t, js, selection.DefaultConfig())
 	publishSample(t, js, gpuSample("node-a", 0, now))
-	startSelector(t, nc, newFakeClock(now), nil)
+	svc := startSelector(t, nc, newFakeClock(now), nil)
 	if rep, _, _ := selectJSON(t, nc, selection.Request{TaskCategory: "code"}); rep.Mode != selection.ModeGPUAware {
 		t.Fatalf("mode %s before the switch", rep.Mode)
 	}
 	off := selection.DefaultConfig()
 	off.GPUAware = false // the seed's rollback: disable GPU monitoring
-	seedRegistry(t, js, off)
-	eventually(t, "the next reply to be multi_category", func() bool {
-		rep, _, _ := selectJSON(t, nc, selection.Request{TaskCategory: "code"})
-		return rep.Mode == selection.ModeMultiCategory && rep.GPU == nil && strings.Contains(rep.Reason, "gpu_aware is switched off")
+	data, _ := json.Marshal(off)
+	kv, err := js.KeyValue(t.Context(), bus.ConfigBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, err := kv.Put(t.Context(), bus.SelectionConfigKey, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Stats say when the write is live (the CLI waits on this).
+	eventually(t, "the selector to report the config's revision applied", func() bool {
+		return svc.Stats().AppliedRevisions[bus.ConfigBucket] >= rev
 	})
+	rep, _, _ := selectJSON(t, nc, selection.Request{TaskCategory: "code"})
+	if rep.Mode != selection.ModeMultiCategory || rep.GPU != nil || !strings.Contains(rep.Reason, "gpu_aware is switched off") {
+		t.Fatalf("once applied: mode %s, gpu %+v, reason %q", rep.Mode, rep.GPU, rep.Reason)
+	}
 }
 
 // Values put into the buckets around the registry: an invalid config is

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -19,6 +20,8 @@ type snapshot struct {
 	fleet  *selection.Fleet
 	// telemetryVersion is the telemetry cache version the fleet reflects.
 	telemetryVersion uint64
+	// applied is the newest revision per KV bucket the engine reflects.
+	applied map[string]uint64
 }
 
 // benchmarksKey is the categories-bucket key holding the declared benchmarks
@@ -36,10 +39,12 @@ type registryState struct {
 	// an invalid one (written around the registry), config changes - the
 	// rollback switches - still apply on top of it.
 	lastCatalog *catalog.Catalog
+	// revisions is the newest KV revision read per bucket.
+	revisions map[string]uint64
 }
 
 func newRegistryState() *registryState {
-	return &registryState{models: map[string]catalog.Model{}, categories: map[string]catalog.Category{}}
+	return &registryState{models: map[string]catalog.Model{}, categories: map[string]catalog.Category{}, revisions: map[string]uint64{}}
 }
 
 // applyModel records a put (value != nil) or delete of a model key.
@@ -102,11 +107,21 @@ func (r *registryState) applyConfig(value []byte) error {
 	return nil
 }
 
-// build compiles the accumulated registry and config into an engine. When
-// the catalog is invalid but an earlier one compiled, it returns an engine
-// of that catalog with the current config together with the catalog's error.
-func (r *registryState) build() (*selection.Engine, error) {
+// read records that a bucket's entry at revision rev was read (applied or
+// refused): a build after it reflects that revision.
+func (r *registryState) read(bucket string, rev uint64) {
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.revisions[bucket] = max(r.revisions[bucket], rev)
+}
+
+// build compiles the accumulated registry and config into an engine, and
+// returns the bucket revisions it reflects. When the catalog is invalid but
+// an earlier one compiled, it returns an engine of that catalog with the
+// current config together with the catalog's error.
+func (r *registryState) build() (*selection.Engine, map[string]uint64, error) {
+	r.mu.Lock()
+	revisions := maps.Clone(r.revisions)
 	models := make([]catalog.Model, 0, len(r.models))
 	for _, m := range r.models {
 		models = append(models, m)
@@ -129,13 +144,13 @@ func (r *registryState) build() (*selection.Engine, error) {
 		r.lastCatalog = cat
 		r.mu.Unlock()
 	} else if cat = last; cat == nil {
-		return nil, catErr
+		return nil, nil, catErr
 	}
 	eng, err := selection.NewEngine(cat, cfg)
 	if err != nil {
-		return nil, errors.Join(catErr, err)
+		return nil, nil, errors.Join(catErr, err)
 	}
-	return eng, catErr
+	return eng, revisions, catErr
 }
 
 func compileCatalog(benchmarks []catalog.Benchmark, categories []catalog.Category, models []catalog.Model) (*catalog.Catalog, error) {

@@ -182,15 +182,15 @@ func TestWeightsSetChangesSelection(t *testing.T) {
 	if !strings.HasPrefix(before.ModelID, "llama-3.1-70b-instruct") {
 		t.Fatalf("general picks %s before the change, want a llama-3.1-70b build", before.ModelID)
 	}
-	out := ts.ok(t, "weights", "set", "general", "TruthfulQA", "5")
-	mustContain(t, "weights set", out, "general: TruthfulQA 0.5 -> 5")
+	r := ts.run(t, "weights", "set", "general", "TruthfulQA", "5")
+	mustContain(t, "weights set", r.stdout, "general: TruthfulQA 0.5 -> 5")
+	// set returns once the selector applied the weight: the very next
+	// selection uses it.
+	mustContain(t, "weights set stderr", r.stderr, "live on 1 selector(s)")
+	if got := ts.selectJSON(t, general...).ModelID; got != "phi-3.5-mini-instruct-q4_k_m" {
+		t.Fatalf("picked %s right after the set, want phi-3.5-mini-instruct-q4_k_m", got)
+	}
 	mustContain(t, "weights get", ts.ok(t, "weights", "get", "general"), "TruthfulQA", "MMLU-Pro")
-	eventually(t, "the selector picks by the new weight", func() error {
-		if got := ts.selectJSON(t, general...).ModelID; got != "phi-3.5-mini-instruct-q4_k_m" {
-			return fmt.Errorf("picked %s, want phi-3.5-mini-instruct-q4_k_m", got)
-		}
-		return nil
-	})
 
 	var weights map[string]map[string]float64
 	if err := json.Unmarshal([]byte(ts.ok(t, "weights", "get", "--json")), &weights); err != nil || weights["general"]["TruthfulQA"] != 5 || len(weights) != 6 {
@@ -206,6 +206,7 @@ func TestWeightsSetChangesSelection(t *testing.T) {
 		{"unknown category", []string{"weights", "set", "cooking", "MMLU", "1"}, 1, "404"},
 		{"negative weight", []string{"weights", "set", "--", "general", "MMLU", "-1"}, 1, "MMLU"},
 		{"not a number", []string{"weights", "set", "general", "MMLU", "lots"}, 2, "not a number"},
+		{"NaN", []string{"weights", "set", "general", "MMLU", "NaN"}, 2, "finite"},
 	}
 	for _, tc := range refused {
 		t.Run(tc.name, func(t *testing.T) {
@@ -230,14 +231,13 @@ func TestConfigRollback(t *testing.T) {
 		t.Fatalf("mode %s before the rollback", rep.Mode)
 	}
 
-	mustContain(t, "config set", ts.ok(t, "config", "set", "gpu_aware=false"), "gpu_aware: true -> false")
-	eventually(t, "selections are multi_category", func() error {
-		rep := ts.selectJSON(t, "--category", "code")
-		if rep.Mode != selection.ModeMultiCategory || rep.RequestedMode != selection.ModeGPUAware || rep.GPU != nil || rep.Degraded {
-			return fmt.Errorf("mode %s (requested %s), gpu %+v, degraded %v", rep.Mode, rep.RequestedMode, rep.GPU, rep.Degraded)
-		}
-		return nil
-	})
+	r := ts.run(t, "config", "set", "gpu_aware=false")
+	mustContain(t, "config set", r.stdout, "gpu_aware: true -> false")
+	mustContain(t, "config set stderr", r.stderr, "live on 1 selector(s)")
+	// The very next selection is multi_category: set waited for the selector.
+	if rep := ts.selectJSON(t, "--category", "code"); rep.Mode != selection.ModeMultiCategory || rep.RequestedMode != selection.ModeGPUAware || rep.GPU != nil || rep.Degraded {
+		t.Fatalf("right after the rollback: mode %s (requested %s), gpu %+v, degraded %v", rep.Mode, rep.RequestedMode, rep.GPU, rep.Degraded)
+	}
 
 	tests := []cliCase{
 		{name: "two values", args: []string{"config", "set", "confidence.primary=0.95", "tie_epsilon=0.02"}, stdout: []string{"confidence.primary: 0.9 -> 0.95", "tie_epsilon: 0.01 -> 0.02"}},
@@ -246,15 +246,12 @@ func TestConfigRollback(t *testing.T) {
 		{name: "not a bool", args: []string{"config", "set", "gpu_aware=perhaps"}, code: 2, stderr: []string{"gpu_aware", "bool"}},
 		{name: "out of range", args: []string{"config", "set", "tie_epsilon=5"}, code: 1, stderr: []string{"400", "tie_epsilon"}},
 		{name: "rule broken", args: []string{"config", "set", "max_temperature_c=30"}, code: 1, stderr: []string{"422", "\n  - ", "max_temperature_c"}},
-		{name: "roll forward", args: []string{"config", "set", "gpu_aware=true"}, stdout: []string{"gpu_aware: false -> true"}},
+		{name: "roll forward", args: []string{"config", "set", "gpu_aware=true"}, stdout: []string{"gpu_aware: false -> true"}, stderr: []string{"live on 1 selector(s)"}},
 	}
 	ts.runCases(t, tests)
-	eventually(t, "selections are GPU-aware again", func() error {
-		if mode := ts.selectJSON(t, "--category", "code").Mode; mode != selection.ModeGPUAware {
-			return fmt.Errorf("mode %s", mode)
-		}
-		return nil
-	})
+	if mode := ts.selectJSON(t, "--category", "code").Mode; mode != selection.ModeGPUAware {
+		t.Fatalf("mode %s right after rolling forward", mode)
+	}
 }
 
 func TestReport(t *testing.T) {

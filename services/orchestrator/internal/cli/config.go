@@ -7,6 +7,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
+	"github.com/nlocalmodels/orchestrator/pkg/bus"
 	"github.com/nlocalmodels/orchestrator/pkg/selection"
 	"github.com/nlocalmodels/orchestrator/services/orchestrator/internal/cfgpatch"
 )
@@ -73,6 +74,7 @@ Valid keys: ` + joinKeys() + `.`,
 				if err := a.request(ctx, nc, registrySubject("config.patch"), patch, &after); err != nil {
 					return err
 				}
+				a.awaitSelectors(ctx, nc, bus.ConfigBucket)
 				if a.json {
 					return a.printJSON(after)
 				}

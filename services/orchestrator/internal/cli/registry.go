@@ -82,6 +82,7 @@ problem is listed. Models and categories the documents lack are removed.`,
 				if err := a.request(cmd.Context(), nc, registrySubject("import"), registry.ImportRequest{Registry: reg, Categories: cats}, &rep); err != nil {
 					return err
 				}
+				a.awaitSelectors(cmd.Context(), nc, bus.ModelsBucket, bus.CategoriesBucket)
 				if a.json {
 					return a.printJSON(rep)
 				}
@@ -276,6 +277,7 @@ rules. A refused document changes nothing and every problem is listed.`,
 					if err := a.request(cmd.Context(), nc, registrySubject("categories.put"), doc, &rep); err != nil {
 						return err
 					}
+					a.awaitSelectors(cmd.Context(), nc, bus.CategoriesBucket)
 					if a.json {
 						return a.printJSON(rep)
 					}
@@ -286,6 +288,7 @@ rules. A refused document changes nothing and every problem is listed.`,
 				if err := a.request(cmd.Context(), nc, registrySubject("models.put"), doc, &rep); err != nil {
 					return err
 				}
+				a.awaitSelectors(cmd.Context(), nc, bus.ModelsBucket)
 				if a.json {
 					return a.printJSON(rep)
 				}
@@ -315,6 +318,7 @@ func (a *app) registryDeleteCmd() *cobra.Command {
 				if err := a.request(cmd.Context(), nc, subject, body, nil); err != nil {
 					return err
 				}
+				a.awaitSelectors(cmd.Context(), nc, bus.ModelsBucket, bus.CategoriesBucket)
 				if a.json {
 					return a.printJSON(map[string]string{"deleted": kind, "name": args[1]})
 				}

@@ -3,11 +3,13 @@ package cli
 import (
 	"context"
 	"fmt"
+	"math"
 	"strconv"
 
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
+	"github.com/nlocalmodels/orchestrator/pkg/bus"
 	"github.com/nlocalmodels/orchestrator/pkg/catalog"
 	"github.com/nlocalmodels/orchestrator/services/registry"
 )
@@ -53,6 +55,9 @@ from the category (a category must keep at least one weight).`,
 			if err != nil {
 				return usage(cmd, "weight %q is not a number", args[2])
 			}
+			if math.IsNaN(w) || math.IsInf(w, 0) {
+				return usage(cmd, "weight %q must be a finite number", args[2])
+			}
 			ctx := cmd.Context()
 			return a.withConn(ctx, "weights set", func(nc *nats.Conn) error {
 				before, _ := a.weightOf(ctx, nc, args[0], args[1])
@@ -61,6 +66,7 @@ from the category (a category must keep at least one weight).`,
 				if err := a.request(ctx, nc, registrySubject("weights.set"), req, &c); err != nil {
 					return err
 				}
+				a.awaitSelectors(ctx, nc, bus.CategoriesBucket)
 				if a.json {
 					return a.printJSON(c)
 				}
