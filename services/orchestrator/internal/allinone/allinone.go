@@ -57,6 +57,10 @@ var simTypes = []string{
 	"H200-SXM5-141GB", "RTX4090", "L4", "A10",
 }
 
+// MaxSimulatedGPUs bounds the simulated GPUs of one process: all sit on one
+// host, sampled every interval by one agent.
+const MaxSimulatedGPUs = 1024
+
 // Config configures the composition.
 type Config struct {
 	// Embedded starts a NATS server in this process (JetStream, loopback);
@@ -77,7 +81,8 @@ type Config struct {
 	DatabaseURL string
 	// GPUSource is gpu-telemetry's source: auto (NVML, else simulated), nvml or simulated.
 	GPUSource string
-	// SimulateGPUs is how many GPUs to simulate when simulating.
+	// SimulateGPUs is how many GPUs to simulate when simulating (at most
+	// MaxSimulatedGPUs).
 	SimulateGPUs int
 	// TelemetryHost names this machine in telemetry subjects; "" is the host name.
 	TelemetryHost     string
@@ -160,8 +165,8 @@ func (c *Config) validate() error {
 		problems = append(problems, "the embedded NATS server needs a data directory")
 	}
 	if c.runs(Telemetry) {
-		if c.SimulateGPUs < 1 && c.GPUSource != gputelemetry.SourceNVML {
-			problems = append(problems, fmt.Sprintf("simulated GPUs: %d, want at least 1", c.SimulateGPUs))
+		if (c.SimulateGPUs < 1 || c.SimulateGPUs > MaxSimulatedGPUs) && c.GPUSource != gputelemetry.SourceNVML {
+			problems = append(problems, fmt.Sprintf("simulated GPUs: %d, want 1..%d", c.SimulateGPUs, MaxSimulatedGPUs))
 		}
 		if c.TelemetryInterval <= 0 {
 			problems = append(problems, fmt.Sprintf("telemetry interval %s must be positive", c.TelemetryInterval))

@@ -285,6 +285,7 @@ func TestConfigRefused(t *testing.T) {
 		{"unknown service", func(c *Config) { c.Services = []string{"frontend"} }},
 		{"no data dir", func(c *Config) { c.DataDir = "" }},
 		{"no simulated GPU", func(c *Config) { c.SimulateGPUs = 0 }},
+		{"too many simulated GPUs", func(c *Config) { c.SimulateGPUs = MaxSimulatedGPUs + 1 }},
 		{"no telemetry interval", func(c *Config) { c.TelemetryInterval = 0 }},
 	}
 	for _, tc := range tests {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/kelseyhightower/envconfig"
@@ -52,6 +53,10 @@ func Execute(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 	var ue *usageError
 	if errors.As(err, &ue) {
 		fmt.Fprintf(stderr, "see '%s --help'\n", ue.cmd)
+		return 2
+	}
+	if strings.HasPrefix(err.Error(), "unknown command ") { // cobra's, for a verb it does not have
+		fmt.Fprintf(stderr, "see '%s --help'\n", root.Name())
 		return 2
 	}
 	return 1
@@ -97,6 +102,12 @@ Rollback plan (the seed's "disable GPU monitoring"), live, no redeploy:
   orchestrator config set gpu_aware=false`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+	}
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		if a.timeout <= 0 {
+			return usage(cmd, "--timeout %s must be positive", a.timeout)
+		}
+		return nil
 	}
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("%w: %w", ErrUsage, err)}

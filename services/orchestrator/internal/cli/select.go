@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -34,6 +35,11 @@ the telemetry age and the selection duration. --json prints the reply as sent.`,
 			req.Mode = selection.Mode(mode)
 			if mode != "" && !req.Mode.Valid() {
 				return usage(cmd, "--mode %q is not benchmark, multi_category or gpu_aware", mode)
+			}
+			for flag, v := range map[string]float64{"--min-score": c.MinScore, "--max-temp": c.MaxTemperatureC, "--max-util": c.MaxUtilizationPct} {
+				if math.IsNaN(v) || math.IsInf(v, 0) {
+					return usage(cmd, "%s %v must be a finite number", flag, v)
+				}
 			}
 			return a.withConn(cmd.Context(), "select", func(nc *nats.Conn) error {
 				start := time.Now()

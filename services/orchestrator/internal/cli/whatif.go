@@ -46,6 +46,9 @@ category:
 			if specPath == "" {
 				return usage(cmd, "--config FILE is required")
 			}
+			if showIDs < 0 {
+				return usage(cmd, "--show %d must not be negative", showIDs)
+			}
 			w, err := wf.window(cmd)
 			if err != nil {
 				return err
