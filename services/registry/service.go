@@ -43,8 +43,11 @@ type Service struct {
 	ready   chan struct{}
 
 	// mu serialises this process's writes: each reads, validates and writes
-	// with no other write of its own in between.
+	// with no other write of its own in between; the lease in WriterKey does
+	// so across processes.
 	mu sync.Mutex
+	// writer names this process in the write lease.
+	writer string
 
 	// counts holds the writes done and refused, by kind (see writeKinds).
 	counts              map[string]*writeCounts
@@ -76,7 +79,7 @@ func New(cfg Config, nc *nats.Conn, opts ...Option) (*Service, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg.withDefaults(), nc: nc, log: log.Logger, ready: make(chan struct{}), counts: newWriteCounts()}
+	s := &Service{cfg: cfg.withDefaults(), nc: nc, log: log.Logger, ready: make(chan struct{}), counts: newWriteCounts(), writer: writerName()}
 	s.modelCount.Store(-1)
 	s.categoryCount.Store(-1)
 	for _, o := range opts {
@@ -248,12 +251,28 @@ func (s *Service) serve(ctx context.Context, ep endpoint, req micro.Request) {
 }
 
 // write runs plan (read, validate, decide the key writes) and applies its
-// ops, holding the write lock. When another writer changed a key in between
-// it starts over from a fresh read, up to maxWriteAttempts times. It returns
-// the new revision of each op.
+// ops. A write that plans nothing, or is refused, touches no bucket. One
+// that writes plans again holding this process's lock and the lease of
+// WriterKey (shared with other registry processes), so that it validates
+// against what no other writer is changing. When a key changed in between
+// anyway (a writer ignoring the lease) it starts over from a fresh read, up
+// to maxWriteAttempts times. It returns the new revision of each op.
 func (s *Service) write(ctx context.Context, what string, plan func(ctx context.Context) ([]op, error)) ([]uint64, error) {
+	if _, ok := ctx.Deadline(); !ok { // seeding at start: bounded like a request
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
+		defer cancel()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if ops, err := plan(ctx); err != nil || len(ops) == 0 {
+		return nil, err
+	}
+	release, err := s.st.lockWrites(ctx, s.writer)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	defer release()
 	for attempt := 1; ; attempt++ {
 		ops, err := plan(ctx)
 		if err != nil {

@@ -222,7 +222,9 @@ func TestWriteConflicts(t *testing.T) {
 		wantErr       error
 		wantConflicts uint64
 	}{
-		{"retried after one conflict", func(a int) bool { return a == 1 }, nil, 1},
+		// attempt 1 is the plan write makes before taking the lease, 2 the
+		// first one under it
+		{"retried after one conflict", func(a int) bool { return a == 2 }, nil, 1},
 		{"given up", func(int) bool { return true }, ErrConflict, maxWriteAttempts},
 	}
 	for _, tc := range tests {
@@ -238,8 +240,8 @@ func TestWriteConflicts(t *testing.T) {
 		})
 	}
 	cfg, err := storedConfig(mustEntry(t, kv))
-	if err != nil || cfg.Alternatives != 2 {
-		t.Fatalf("the retried write stored %+v (%v), want attempt 2's", cfg, err)
+	if err != nil || cfg.Alternatives != 3 {
+		t.Fatalf("the retried write stored %+v (%v), want attempt 3's", cfg, err)
 	}
 }
 
