@@ -14,6 +14,11 @@ func TestSQLiteFileSettings(t *testing.T) {
 		if err := st.DB().QueryRowContext(testCtx(t), "PRAGMA page_size").Scan(&pageSize); err != nil {
 			t.Fatal(err)
 		}
+		// 2 is FULL: a commit (after which events are acked) survives a power loss.
+		var sync int
+		if err := st.DB().QueryRowContext(testCtx(t), "PRAGMA synchronous").Scan(&sync); err != nil || sync != 2 {
+			t.Fatalf("synchronous = %d (%v), want 2 (FULL)", sync, err)
+		}
 		if err := st.DB().QueryRowContext(testCtx(t), "PRAGMA journal_mode").Scan(&mode); err != nil {
 			t.Fatal(err)
 		}
