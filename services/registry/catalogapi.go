@@ -9,6 +9,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -149,6 +150,29 @@ func (s *Service) editCatalog(ctx context.Context, what string, edit func(snap *
 	})
 }
 
+// relabel names the put entry's problems after the entry ("model \"x\"")
+// rather than the merged document they were checked in
+// ("MODEL_REGISTRY.json: models[20] \"x\"", a file and index the caller
+// never gave). Stored entries always have names; one without is the put one.
+// It reports whether the first problem, which opens the error text, now
+// names the entry.
+func relabel(err error, what, key string) bool {
+	var verr *catalog.ValidationError
+	if !errors.As(err, &verr) {
+		return false
+	}
+	for i := range verr.Problems {
+		p := &verr.Problems[i]
+		if (key != "" && strings.HasSuffix(p.Entry, strconv.Quote(key))) || (key == "" && p.Entry != "" && !strings.Contains(p.Entry, `"`)) {
+			p.File, p.Entry = "", what
+			if key != "" {
+				p.Entry += " " + strconv.Quote(key)
+			}
+		}
+	}
+	return len(verr.Problems) > 0 && verr.Problems[0].File == "" && strings.HasPrefix(verr.Problems[0].Entry, what)
+}
+
 // putEntry is models.put (category false) and categories.put: the entry is
 // checked against its schema and, with the whole catalog, against the rules;
 // a 400 or 422 lists every problem of both.
@@ -176,6 +200,9 @@ func (s *Service) putEntry(ctx context.Context, body []byte, category bool) (str
 			}
 		}
 		if err != nil {
+			if relabel(err, what, key) { // the problems name the entry
+				return nil, fmt.Errorf("%w: %w", kind, err)
+			}
 			return nil, fmt.Errorf("%w: %s %q: %w", kind, what, key, err)
 		}
 		kv, stored := s.st.models, snap.models

@@ -48,7 +48,7 @@ func TestCategories(t *testing.T) {
 		{"get reserved key", "categories.get", NameRequest{Name: BenchmarksKey}, bus.CodeNotFound, nil},
 		{"put undeclared benchmark", "categories.put",
 			catalog.Category{Name: "trivia", Description: "x", Weights: map[string]float64{"Jeopardy": 1}},
-			bus.CodeUnprocessable, []string{`categories[`, "weights.Jeopardy", "not declared"}},
+			bus.CodeUnprocessable, []string{`category "trivia": weights.Jeopardy`, "not declared"}},
 		{"put reserved name", "categories.put",
 			catalog.Category{Name: "_trivia", Description: "x", Weights: map[string]float64{"MMLU": 1}},
 			bus.CodeBadRequest, []string{`"_trivia"`, "name"}},

@@ -128,14 +128,14 @@ func TestModelPutRefused(t *testing.T) {
 		wantProblems [][]string
 	}{
 		{"schema violations", schemaBad, bus.CodeBadRequest, [][]string{
-			{`models[20] "Bad ID"`, "id"},
+			{`model "Bad ID"`, "id"},
 			{"name", "missing"},
 			{"gpu_memory_mb"},
 			{"benchmarks.HumanEval", "120"},
 			{"colour"},
 		}},
 		{"unknown category", unknownCat, bus.CodeUnprocessable, [][]string{
-			{"orchestration_categories[1]", `"poetry"`},
+			{`model "` + unknownCat.ID + `": orchestration_categories[1]`, `"poetry"`},
 		}},
 		{"schema and rules together", bothKinds, bus.CodeBadRequest, [][]string{
 			{"benchmarks.HumanEval", "120"},
@@ -143,7 +143,7 @@ func TestModelPutRefused(t *testing.T) {
 		}},
 		{"id unusable as key", badKey, bus.CodeUnprocessable, [][]string{{`model "test-model."`, "key"}}},
 		{"not JSON", `{"id":`, bus.CodeBadRequest, nil},
-		{"not an object", `[1,2]`, bus.CodeBadRequest, [][]string{{"models[20]"}}},
+		{"not an object", `[1,2]`, bus.CodeBadRequest, [][]string{{"model: "}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
