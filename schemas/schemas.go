@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
 	"io"
 	"io/fs"
 	"slices"
@@ -207,6 +208,10 @@ func flatten(e *jsonschema.ValidationError, out *[]Violation) {
 				Message: fmt.Sprintf("missing required property %q", p)})
 		}
 		return
+	case *kind.Minimum, *kind.Maximum, *kind.ExclusiveMinimum, *kind.ExclusiveMaximum:
+		// The library says "exclusiveMinimum: got 0, want 0"; say which way.
+		*out = append(*out, Violation{Pointer: ptr, Keyword: e.ErrorKind.KeywordPath()[0], Message: boundMessage(k)})
+		return
 	case *kind.AdditionalProperties:
 		pattern := keyPattern(e.SchemaURL)
 		for _, p := range k.Properties {
@@ -229,6 +234,25 @@ func flatten(e *jsonschema.ValidationError, out *[]Violation) {
 	for _, c := range e.Causes {
 		flatten(c, out)
 	}
+}
+
+// boundMessage words a failed numeric bound: "maximum: got 2, want at most 1".
+func boundMessage(k jsonschema.ErrorKind) string {
+	var got, want *big.Rat
+	var how string
+	switch b := k.(type) {
+	case *kind.Minimum:
+		got, want, how = b.Got, b.Want, "at least"
+	case *kind.Maximum:
+		got, want, how = b.Got, b.Want, "at most"
+	case *kind.ExclusiveMinimum:
+		got, want, how = b.Got, b.Want, "more than"
+	case *kind.ExclusiveMaximum:
+		got, want, how = b.Got, b.Want, "less than"
+	}
+	g, _ := got.Float64()
+	w, _ := want.Float64()
+	return fmt.Sprintf("%s: got %v, want %s %v", k.KeywordPath()[0], g, how, w)
 }
 
 // keyPattern returns the key pattern of a map-like object schema (one

@@ -400,3 +400,26 @@ func TestKeyPatternMessage(t *testing.T) {
 		t.Fatalf("violation %+v, want a bad-key message", v)
 	}
 }
+
+// A failed bound says which way it bounds ("exclusiveMinimum: got 0, want
+// 0" told nobody anything).
+func TestBoundMessagesSayWhichWay(t *testing.T) {
+	tests := []struct {
+		name string
+		edit edit
+		want string
+	}{
+		{"exclusive minimum", set("/confidence/secondary", 0), "exclusiveMinimum: got 0, want more than 0"},
+		{"exclusive maximum", set("/tie_epsilon", 1), "exclusiveMaximum: got 1, want less than 1"},
+		{"maximum", set("/alternatives", 11), "maximum: got 11, want at most 10"},
+		{"minimum", set("/stale_after_ms", 0), "minimum: got 0, want at least 1"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := Validate(SelectionConfig, mustMarshal(t, apply(t, fixture(t, SelectionConfig), tc.edit)))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to say %q", err, tc.want)
+			}
+		})
+	}
+}
