@@ -52,8 +52,13 @@ func TestStartClusterProvisionsR3AndSurvivesALeader(t *testing.T) {
 			t.Fatalf("ConnectVia(%d) reached %s", i, got)
 		}
 	}
+	// Each attempt has its own bound: a publish whose ack went down with the
+	// old leader would otherwise wait out the whole test. Retries carry the
+	// same message id, so the stream stores each message once.
 	publish := func(js jetstream.JetStream, id string) error {
-		_, err := js.Publish(ctx, bus.SelectionEventSubject("code"), []byte(id), jetstream.WithMsgID(id))
+		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		defer cancel()
+		_, err := js.Publish(actx, bus.SelectionEventSubject("code"), []byte(id), jetstream.WithMsgID(id))
 		return err
 	}
 	if err := publish(pubs[0], "before"); err != nil {

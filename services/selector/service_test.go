@@ -553,6 +553,10 @@ func TestSelectorMetrics(t *testing.T) {
 	selectRaw(t, nc, []byte(`{"task_category":"secret-project-x"}`))
 	selectJSON(t, nc, selection.Request{TaskCategory: "code", Constraints: selection.Constraints{MaxGPUMemoryMB: 1}})
 	eventually(t, "the event to be acknowledged", func() bool { return svc.Stats().EventsPublished == 1 })
+	// A handler records its metrics after its reply went out: wait for all three.
+	eventually(t, "the three decisions to be recorded", func() bool {
+		return obstest.Scrape(t, reg)["orch_selector_decision_duration_seconds_count"] == 3
+	})
 
 	want := map[string]float64{
 		`orch_selector_decisions_total{category="code",mode="gpu_aware",model="` + rep.ModelID + `",outcome="selected"}`: 1,
