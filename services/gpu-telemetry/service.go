@@ -132,6 +132,9 @@ func New(cfg Config, nc *nats.Conn, opts ...Option) (*Service, error) {
 	return s, nil
 }
 
+// simulateHint says how to run without a driver, in the agent and in serve.
+const simulateHint = "to simulate GPUs, use the simulated source (TELEMETRY_SOURCE=simulated, or serve --gpu-source simulated)"
+
 // openSource opens the source cfg.Source names.
 func (s *Service) openSource() (Source, error) {
 	switch s.cfg.Source {
@@ -140,7 +143,7 @@ func (s *Service) openSource() (Source, error) {
 	case SourceNVML:
 		src, err := openNVML(s.log)
 		if err != nil {
-			return nil, fmt.Errorf("TELEMETRY_SOURCE=nvml: %w", err)
+			return nil, fmt.Errorf("GPU source nvml (TELEMETRY_SOURCE, or serve --gpu-source): %w", err)
 		}
 		return src, nil
 	default: // SourceAuto, checked by validate
@@ -150,11 +153,11 @@ func (s *Service) openSource() (Source, error) {
 		}
 		if !s.cfg.Simulate {
 			if errors.Is(err, ErrNVMLUnavailable) {
-				return nil, fmt.Errorf("%w; set TELEMETRY_SOURCE=simulated to simulate GPUs", err)
+				return nil, fmt.Errorf("%w; %s", err, simulateHint)
 			}
-			return nil, fmt.Errorf("no NVIDIA driver (NVML init failed: %w); set TELEMETRY_SOURCE=simulated to simulate GPUs", err)
+			return nil, fmt.Errorf("no NVIDIA driver (NVML init failed: %w); %s", err, simulateHint)
 		}
-		s.log.Warn().Err(err).Msg("no NVIDIA driver: simulating GPUs as TELEMETRY_SIMULATE asks")
+		s.log.Warn().Err(err).Msg("no NVIDIA driver: simulating GPUs")
 		return s.simulated()
 	}
 }

@@ -485,7 +485,7 @@ func TestSourceSelection(t *testing.T) {
 		wantGPUs int
 	}{
 		{name: "auto without driver", source: SourceAuto, wantMsg: noDriverMsg},
-		{name: "nvml without driver", source: SourceNVML, wantMsg: "TELEMETRY_SOURCE=nvml"},
+		{name: "nvml without driver", source: SourceNVML, wantMsg: "GPU source nvml"},
 		{name: "auto falls back when asked", source: SourceAuto, simulate: true, wantGPUs: 3},
 		{name: "simulated", source: SourceSimulated, wantGPUs: 3},
 	}
@@ -505,7 +505,7 @@ func TestSourceSelection(t *testing.T) {
 				if !strings.Contains(err.Error(), tc.wantMsg) {
 					t.Fatalf("err = %v, want it to say %q", err, tc.wantMsg)
 				}
-				if tc.source == SourceAuto && !strings.Contains(err.Error(), "set TELEMETRY_SOURCE=simulated to simulate GPUs") {
+				if tc.source == SourceAuto && !strings.Contains(err.Error(), "TELEMETRY_SOURCE=simulated, or serve --gpu-source simulated") {
 					t.Fatalf("err = %v does not say how to simulate", err)
 				}
 				return
