@@ -88,6 +88,7 @@ func Parse(args []string) (map[string]any, error) {
 	patch := map[string]any{}
 	var errs []error
 	unknown := false
+	seen := map[string]bool{}
 	for _, arg := range args {
 		name, raw, ok := strings.Cut(arg, "=")
 		name = strings.TrimSpace(name)
@@ -101,6 +102,11 @@ func Parse(args []string) (map[string]any, error) {
 			unknown = true
 			continue
 		}
+		if seen[k.Name] { // which one was meant?
+			errs = append(errs, fmt.Errorf("%w: %s is given more than once", ErrSyntax, k.Name))
+			continue
+		}
+		seen[k.Name] = true
 		v, err := parseValue(k, strings.TrimSpace(raw))
 		if err != nil {
 			errs = append(errs, err)

@@ -31,7 +31,7 @@ func TestParse(t *testing.T) {
 		{name: "integer", args: []string{"alternatives=5"}, want: map[string]any{"alternatives": int64(5)}},
 		{name: "string", args: []string{"default_mode=multi_category"}, want: map[string]any{"default_mode": "multi_category"}},
 		{name: "spaces around", args: []string{" gpu_aware = true "}, want: map[string]any{"gpu_aware": true}},
-		{name: "last one wins", args: []string{"gpu_aware=false", "gpu_aware=true"}, want: map[string]any{"gpu_aware": true}},
+		{name: "a key given twice is refused", args: []string{"gpu_aware=false", "gpu_aware=true"}, wantErr: ErrSyntax, mention: []string{"gpu_aware", "more than once"}},
 		{name: "unknown key lists the valid ones", args: []string{"unknown=1"}, wantErr: ErrUnknownKey, mention: []string{`"unknown"`, "valid keys", "gpu_aware", "confidence.primary"}},
 		{name: "an object is not a key", args: []string{"confidence=1"}, wantErr: ErrUnknownKey},
 		{name: "not a bool", args: []string{"gpu_aware=maybe"}, wantErr: ErrBadValue, mention: []string{"gpu_aware", "bool"}},

@@ -251,6 +251,13 @@ func TestConfigRollback(t *testing.T) {
 		{name: "not a bool", args: []string{"config", "set", "gpu_aware=perhaps"}, code: 2, stderr: []string{"gpu_aware", "bool"}},
 		{name: "out of range", args: []string{"config", "set", "tie_epsilon=5"}, code: 1, stderr: []string{"400", "tie_epsilon"}},
 		{name: "rule broken", args: []string{"config", "set", "max_temperature_c=30"}, code: 1, stderr: []string{"422", "\n  - ", "max_temperature_c"}},
+		{name: "one key", args: []string{"config", "get", "tie_epsilon"}, stdout: []string{"tie_epsilon", "0.02"}, check: func(t *testing.T, out string) {
+			if strings.Contains(out, "gpu_aware") {
+				t.Fatalf("config get tie_epsilon printed other keys:\n%s", out)
+			}
+		}},
+		{name: "unknown key to get", args: []string{"config", "get", "gpu_awareness"}, code: 2, stderr: []string{`"gpu_awareness"`, "valid keys"}},
+		{name: "key given twice", args: []string{"config", "set", "gpu_aware=false", "gpu_aware=true"}, code: 2, stderr: []string{"more than once"}},
 		{name: "roll forward", args: []string{"config", "set", "gpu_aware=true"}, stdout: []string{"gpu_aware: false -> true"}, stderr: []string{"live on 1 selector(s)"}},
 	}
 	ts.runCases(t, tests)

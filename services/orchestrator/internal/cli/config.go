@@ -3,6 +3,8 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
@@ -19,21 +21,41 @@ func (a *app) configCmd() *cobra.Command {
 		Args:  argsUsage(cobra.NoArgs),
 	}
 	cmd.AddCommand(&cobra.Command{
-		Use:   "get",
-		Short: "Print the selection config",
-		Args:  argsUsage(cobra.NoArgs),
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Use:     "get [KEY...]",
+		Short:   "Print the selection config, or the values of the keys given",
+		Example: "  orchestrator config get\n  orchestrator config get gpu_aware tie_epsilon",
+		RunE: func(cmd *cobra.Command, keys []string) error {
+			valid := map[string]bool{}
+			for _, k := range cfgpatch.KeyNames() {
+				valid[k] = true
+			}
+			for _, k := range keys {
+				if !valid[k] {
+					return usage(cmd, "unknown key %q (valid keys: %s)", k, strings.Join(cfgpatch.KeyNames(), ", "))
+				}
+			}
 			return a.withConn(cmd.Context(), "config get", func(nc *nats.Conn) error {
 				var cfg selection.Config
 				if err := a.request(cmd.Context(), nc, registrySubject("config.get"), nil, &cfg); err != nil {
 					return err
 				}
-				if a.json {
+				if a.json && len(keys) == 0 {
 					return a.printJSON(cfg)
+				}
+				values := map[string]string{}
+				for _, kv := range cfgpatch.Flatten(cfg) {
+					if len(keys) == 0 || slices.Contains(keys, kv[0]) {
+						values[kv[0]] = kv[1]
+					}
+				}
+				if a.json {
+					return a.printJSON(values)
 				}
 				t := newTable(a.stdout, "KEY", "VALUE")
 				for _, kv := range cfgpatch.Flatten(cfg) {
-					t.row(kv[0], kv[1])
+					if _, ok := values[kv[0]]; ok {
+						t.row(kv[0], kv[1])
+					}
 				}
 				return t.flush()
 			})
