@@ -214,7 +214,9 @@ func TestSelectorPublishesOnTheEventConn(t *testing.T) {
 	srv, nc := natstest.Start(t)
 	js := natstest.JetStream(t, nc)
 	now := time.Now().UTC()
-	seedRegistry(t, js, selection.DefaultConfig())
+	cfg := selection.DefaultConfig()
+	cfg.ReservationTTLMs = 0 // five placements must not fill the one GPU
+	seedRegistry(t, js, cfg)
 	publishSample(t, js, gpuSample("node-a", 0, now))
 	eventConn := natstest.Connect(t, srv)
 	svc := startSelector(t, natstest.Connect(t, srv), newFakeClock(now), nil, WithEventConn(eventConn))
