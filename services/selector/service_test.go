@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
@@ -77,6 +78,25 @@ func publishSample(t *testing.T, js jetstream.JetStream, s telemetry.Sample) {
 func gpuSample(host string, index int, at time.Time) telemetry.Sample {
 	return telemetry.Sample{Host: host, Index: index, UUID: "GPU-" + host, Name: "NVIDIA A100-SXM4-80GB", Timestamp: at, Source: "simulated",
 		MemoryTotalMB: 81920, MemoryUsedMB: 1920, MemoryFreeMB: 80000, UtilizationGPUPct: 10, TemperatureC: 40, PowerW: 90, PowerLimitW: 400, Healthy: true}
+}
+
+// world is a server holding the example registry under a config and one
+// fresh sample of GPU node-a/0, taken at now.
+type world struct {
+	srv *server.Server
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	now time.Time
+}
+
+func newWorld(t *testing.T, cfg selection.Config) world {
+	t.Helper()
+	srv, nc := natstest.Start(t)
+	js := natstest.JetStream(t, nc)
+	now := time.Now().UTC()
+	seedRegistry(t, js, cfg)
+	publishSample(t, js, gpuSample("node-a", 0, now))
+	return world{srv: srv, nc: nc, js: js, now: now}
 }
 
 // startSelector runs a selector until the test ends and waits until it is ready.
@@ -211,13 +231,10 @@ func TestSelectorAnswersAndPublishesEvents(t *testing.T) {
 // With WithEventConn the events travel on that connection, and reach the
 // stream as they do on the request connection.
 func TestSelectorPublishesOnTheEventConn(t *testing.T) {
-	srv, nc := natstest.Start(t)
-	js := natstest.JetStream(t, nc)
-	now := time.Now().UTC()
 	cfg := selection.DefaultConfig()
 	cfg.ReservationTTLMs = 0 // five placements must not fill the one GPU
-	seedRegistry(t, js, cfg)
-	publishSample(t, js, gpuSample("node-a", 0, now))
+	w := newWorld(t, cfg)
+	srv, nc, js, now := w.srv, w.nc, w.js, w.now
 	eventConn := natstest.Connect(t, srv)
 	svc := startSelector(t, natstest.Connect(t, srv), newFakeClock(now), nil, WithEventConn(eventConn))
 	const n = 5
@@ -293,11 +310,8 @@ func TestSelectorNotReadyWithoutRegistry(t *testing.T) {
 }
 
 func TestSelectorConfigChangesApplyLive(t *testing.T) {
-	_, nc := natstest.Start(t)
-	js := natstest.JetStream(t, nc)
-	now := time.Now()
-	seedRegistry(t, js, selection.DefaultConfig())
-	publishSample(t, js, gpuSample("node-a", 0, now))
+	w := newWorld(t, selection.DefaultConfig())
+	nc, js, now := w.nc, w.js, w.now
 	svc := startSelector(t, nc, newFakeClock(now), nil)
 	if rep, _, _ := selectJSON(t, nc, selection.Request{TaskCategory: "code"}); rep.Mode != selection.ModeGPUAware {
 		t.Fatalf("mode %s before the switch", rep.Mode)
@@ -327,11 +341,8 @@ func TestSelectorConfigChangesApplyLive(t *testing.T) {
 // refused (the previous one stays), and an invalid catalog does not stop a
 // config change - the rollback switch - from applying.
 func TestSelectorValuesWrittenAroundTheRegistry(t *testing.T) {
-	_, nc := natstest.Start(t)
-	js := natstest.JetStream(t, nc)
-	now := time.Now()
-	seedRegistry(t, js, selection.DefaultConfig())
-	publishSample(t, js, gpuSample("node-a", 0, now))
+	w := newWorld(t, selection.DefaultConfig())
+	nc, js, now := w.nc, w.js, w.now
 	var logs logtest.Buffer
 	startSelector(t, nc, newFakeClock(now), nil, WithLogger(zerolog.New(&logs)))
 	put := func(bucket, key, value string) {
@@ -406,11 +417,8 @@ func TestCheckSample(t *testing.T) {
 }
 
 func TestSelectorIgnoresRefusedSamples(t *testing.T) {
-	_, nc := natstest.Start(t)
-	js := natstest.JetStream(t, nc)
-	now := time.Now()
-	seedRegistry(t, js, selection.DefaultConfig())
-	publishSample(t, js, gpuSample("node-a", 0, now))
+	w := newWorld(t, selection.DefaultConfig())
+	nc, js, now := w.nc, w.js, w.now
 	svc := startSelector(t, nc, newFakeClock(now), nil)
 
 	spoofed, _ := json.Marshal(gpuSample("victim", 0, now))
@@ -466,12 +474,9 @@ func TestSelectorRestartWarmsBeforeAnswering(t *testing.T) {
 }
 
 func TestSelectorStaleTelemetryDegrades(t *testing.T) {
-	_, nc := natstest.Start(t)
-	js := natstest.JetStream(t, nc)
-	now := time.Now()
+	w := newWorld(t, selection.DefaultConfig())
+	nc, now := w.nc, w.now
 	clock := newFakeClock(now)
-	seedRegistry(t, js, selection.DefaultConfig())
-	publishSample(t, js, gpuSample("node-a", 0, now))
 	startSelector(t, nc, clock, nil)
 	if rep, _, _ := selectJSON(t, nc, selection.Request{TaskCategory: "code"}); rep.GPU == nil {
 		t.Fatal("no GPU while telemetry is fresh")
@@ -485,11 +490,8 @@ func TestSelectorStaleTelemetryDegrades(t *testing.T) {
 }
 
 func TestReplicasShareReservations(t *testing.T) {
-	srv, nc := natstest.Start(t)
-	js := natstest.JetStream(t, nc)
-	now := time.Now()
-	seedRegistry(t, js, selection.DefaultConfig())
-	publishSample(t, js, gpuSample("node-a", 0, now))
+	w := newWorld(t, selection.DefaultConfig())
+	srv, nc, now := w.srv, w.nc, w.now
 	clock := newFakeClock(now)
 	a := startSelector(t, nc, clock, nil)
 	b := startSelector(t, natstest.Connect(t, srv), clock, nil)
@@ -532,11 +534,8 @@ func TestNewRejectsBadConfig(t *testing.T) {
 }
 
 func TestSelectorMetrics(t *testing.T) {
-	_, nc := natstest.Start(t)
-	js := natstest.JetStream(t, nc)
-	now := time.Now()
-	seedRegistry(t, js, selection.DefaultConfig())
-	publishSample(t, js, gpuSample("node-a", 0, now))
+	w := newWorld(t, selection.DefaultConfig())
+	nc, now := w.nc, w.now
 	reg := prometheus.NewRegistry()
 	cfg := DefaultConfig()
 	svc, err := New(cfg, nc, WithClock(newFakeClock(now).now), WithMetrics(reg))
