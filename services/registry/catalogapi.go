@@ -257,6 +257,9 @@ func (s *Service) deleteModel(ctx context.Context, body []byte) (any, error) {
 	if req.ID == "" {
 		return nil, fmt.Errorf("%w: id is required", ErrBadRequest)
 	}
+	if _, err := readKey(ctx, s.st.models, req.ID); err != nil { // 400 for what cannot be a key, as get says
+		return nil, err
+	}
 	_, err := s.editCatalog(ctx, "delete model "+req.ID, func(snap *snapshot, cur *catalog.Catalog) ([]op, error) {
 		next, err := cur.WithoutModel(req.ID)
 		if err != nil {
@@ -280,6 +283,9 @@ func (s *Service) deleteCategory(ctx context.Context, body []byte) (any, error) 
 	}
 	if req.Name == "" {
 		return nil, fmt.Errorf("%w: name is required", ErrBadRequest)
+	}
+	if _, err := readKey(ctx, s.st.categories, req.Name); err != nil {
+		return nil, err
 	}
 	_, err := s.editCatalog(ctx, "delete category "+req.Name, func(snap *snapshot, cur *catalog.Catalog) ([]op, error) {
 		if _, err := cur.WithoutCategory(req.Name); err != nil {

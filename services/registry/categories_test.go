@@ -57,6 +57,7 @@ func TestCategories(t *testing.T) {
 		{"delete in use", "categories.delete", NameRequest{Name: "poetry"}, bus.CodeUnprocessable, nil},
 		{"delete unknown", "categories.delete", NameRequest{Name: "cooking"}, bus.CodeNotFound, nil},
 		{"delete without name", "categories.delete", `{"name":""}`, bus.CodeBadRequest, nil},
+		{"delete what cannot be a key", "categories.delete", NameRequest{Name: "foo.>"}, bus.CodeBadRequest, nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

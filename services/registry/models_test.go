@@ -178,6 +178,8 @@ func TestModelDelete(t *testing.T) {
 		{"get deleted", "models.get", IDRequest{ID: id}, bus.CodeNotFound},
 		{"delete again", "models.delete", IDRequest{ID: id}, bus.CodeNotFound},
 		{"delete without id", "models.delete", `{}`, bus.CodeBadRequest},
+		{"delete what cannot be a key", "models.delete", IDRequest{ID: "a b"}, bus.CodeBadRequest},
+		{"get what cannot be a key", "models.get", IDRequest{ID: "a b"}, bus.CodeBadRequest},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
