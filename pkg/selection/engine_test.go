@@ -126,6 +126,27 @@ func TestSelectModes(t *testing.T) {
 		{name: "multi_category off and no fresh telemetry: degraded to benchmark",
 			tweak: func(c *Config) { c.MultiCategory = false },
 			req:   Request{TaskCategory: "code"}, wantModel: "coder-33b", wantMode: ModeBenchmark, wantScore: 0.8778, degraded: true},
+		{name: "a failed utilisation read is no idle GPU",
+			req: Request{TaskCategory: "code"},
+			samples: []telemetry.Sample{
+				func() telemetry.Sample { // reads 0% because the read failed
+					s := sample("a", 0, 80000, 0, 35)
+					s.FailedReads = []string{telemetry.ReadUtilization}
+					return s
+				}(),
+				sample("a", 1, 80000, 20, 35),
+			},
+			// a/1: (0.5 x 0.8 + 0.3 x 60000/81920 + 0.2 x 1) = 0.8197; a/0 scores its
+			// utilisation 0.5: 0.25 + 0.2197 + 0.2 = 0.6697
+			wantModel: "coder-33b", wantGPU: "a/1", wantMode: ModeGPUAware, wantScore: 0.79 * 0.8197},
+		{name: "a failed temperature read meets no max_temperature_c",
+			req: Request{TaskCategory: "code", Constraints: Constraints{MaxTemperatureC: 60}},
+			samples: []telemetry.Sample{func() telemetry.Sample {
+				s := sample("a", 0, 80000, 0, 0)
+				s.FailedReads = []string{telemetry.ReadTemperature}
+				return s
+			}()},
+			wantModel: "", wantMode: ModeGPUAware},
 		{name: "no telemetry at all: degraded",
 			req: Request{TaskCategory: "code"}, wantModel: "coder-33b", wantMode: ModeMultiCategory, wantScore: 0.79, degraded: true},
 	}

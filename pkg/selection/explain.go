@@ -169,12 +169,21 @@ func (e *Engine) reason(s *scratch, res *Result, c candidate) string {
 		b = append(b, " x placement "...)
 		b = strconv.AppendFloat(b, c.placement, 'f', 3, 64)
 		b = append(b, " (util "...)
-		b = strconv.AppendFloat(b, g.UtilizationGPUPct, 'f', 0, 64)
-		b = append(b, "%, "...)
+		if res.GPU.utilizationUnknown {
+			b = append(b, "unknown"...)
+		} else {
+			b = strconv.AppendFloat(b, g.UtilizationGPUPct, 'f', 0, 64)
+			b = append(b, '%')
+		}
+		b = append(b, ", "...)
 		b = strconv.AppendFloat(b, c.parts[1]*float64(g.MemoryTotalMB)/1024, 'f', 1, 64)
 		b = append(b, " GiB free after load, "...)
-		b = strconv.AppendFloat(b, g.TemperatureC, 'f', 0, 64)
-		b = append(b, " C)"...)
+		if res.GPU.temperatureUnknown {
+			b = append(b, "temperature unknown)"...)
+		} else {
+			b = strconv.AppendFloat(b, g.TemperatureC, 'f', 0, 64)
+			b = append(b, " C)"...)
+		}
 	}
 	b = append(b, " = "...)
 	b = strconv.AppendFloat(b, c.score, 'f', 3, 64)

@@ -108,12 +108,17 @@ func (HealthyFilter) Active(*Query) bool             { return true }
 func (HealthyFilter) AllowGPU(_ *Query, g *GPU) bool { return g.Sample.Healthy }
 
 // TemperatureFilter drops GPUs at or above the configured maximum temperature,
-// or above the request's max_temperature_c when that is lower.
+// or above the request's max_temperature_c when that is lower. A GPU whose
+// temperature read failed passes the configured limit (a sensor some GPUs
+// lack must not bar them) but not a limit the request asked for.
 type TemperatureFilter struct{}
 
 func (TemperatureFilter) Name() string       { return "temperature" }
 func (TemperatureFilter) Active(*Query) bool { return true }
 func (TemperatureFilter) AllowGPU(q *Query, g *GPU) bool {
+	if g.temperatureUnknown {
+		return q.Request.Constraints.MaxTemperatureC <= 0
+	}
 	t := g.Sample.TemperatureC
 	if t >= q.maxTemperatureC {
 		return false
@@ -122,7 +127,8 @@ func (TemperatureFilter) AllowGPU(q *Query, g *GPU) bool {
 	return limit <= 0 || t <= limit
 }
 
-// UtilizationFilter drops GPUs busier than max_utilization_pct.
+// UtilizationFilter drops GPUs busier than max_utilization_pct, and those
+// whose utilisation read failed (the limit cannot be shown to hold).
 type UtilizationFilter struct{}
 
 func (UtilizationFilter) Name() string { return "max_utilization_pct" }
@@ -130,7 +136,7 @@ func (UtilizationFilter) Active(q *Query) bool {
 	return q.Request.Constraints.MaxUtilizationPct > 0
 }
 func (UtilizationFilter) AllowGPU(q *Query, g *GPU) bool {
-	return g.Sample.UtilizationGPUPct <= q.Request.Constraints.MaxUtilizationPct
+	return !g.utilizationUnknown && g.Sample.UtilizationGPUPct <= q.Request.Constraints.MaxUtilizationPct
 }
 
 // HostFilter keeps only GPUs on the listed hosts.

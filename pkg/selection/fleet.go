@@ -20,6 +20,9 @@ type GPU struct {
 	// bound is the best placement score any model could get here (no
 	// reservations, a model needing no memory): the pruning bound.
 	bound float64
+	// utilizationUnknown and temperatureUnknown: the agent's read failed
+	// (listed in FailedReads), so the sample's 0 is no measurement.
+	utilizationUnknown, temperatureUnknown bool
 }
 
 // Fleet is an immutable view of the GPUs, compiled by an engine from the
@@ -73,6 +76,8 @@ func (e *Engine) NewFleet(samples []telemetry.Sample, ledger *Ledger) *Fleet {
 		g.Sample.MemoryFreeMB = min(max(g.Sample.MemoryFreeMB, 0), max(g.Sample.MemoryTotalMB, 0))
 		f.maxTotalMB = max(f.maxTotalMB, g.Sample.MemoryTotalMB)
 		g.Ref = GPURef{Host: g.Sample.Host, Index: g.Sample.Index, UUID: g.Sample.UUID, Name: g.Sample.Name}
+		g.utilizationUnknown = slices.Contains(g.Sample.FailedReads, telemetry.ReadUtilization)
+		g.temperatureUnknown = slices.Contains(g.Sample.FailedReads, telemetry.ReadTemperature)
 		g.slot = ledger.slot(g.Key)
 		ts := g.Sample.Timestamp.UnixNano()
 		g.staleAtNanos = ts + e.params.staleAfterNs

@@ -71,6 +71,12 @@ func drawWorld(t *rapid.T, eps float64) world {
 	for i := range samples {
 		// Some samples are stale, some from the future (clock skew).
 		samples[i].Timestamp = t0.Add(time.Duration(rapid.IntRange(-30, 2).Draw(t, "age s")) * time.Second)
+		// Some reads failed: their fields hold 0, which is no measurement.
+		if failed := rapid.IntRange(0, 5).Draw(t, "failed read"); failed == 1 {
+			samples[i].FailedReads, samples[i].UtilizationGPUPct = []string{telemetry.ReadUtilization}, 0
+		} else if failed == 2 {
+			samples[i].FailedReads, samples[i].TemperatureC = []string{telemetry.ReadTemperature}, 0
+		}
 		if !slices.Contains(hosts, samples[i].Host) {
 			hosts = append(hosts, samples[i].Host)
 		}
@@ -135,9 +141,14 @@ func modelSatisfies(c *Constraints, rm *rankedModel) bool {
 
 func gpuSatisfies(c *Constraints, cfg *Config, g *GPU, now time.Time) bool {
 	s := &g.Sample
-	return !s.Stale(now, cfg.StaleAfter()) && s.Healthy && s.TemperatureC < cfg.MaxTemperatureC &&
-		(c.MaxTemperatureC == 0 || s.TemperatureC <= c.MaxTemperatureC) &&
-		(c.MaxUtilizationPct == 0 || s.UtilizationGPUPct <= c.MaxUtilizationPct) &&
+	tempUnknown := slices.Contains(s.FailedReads, telemetry.ReadTemperature)
+	utilUnknown := slices.Contains(s.FailedReads, telemetry.ReadUtilization)
+	temperatureOK := c.MaxTemperatureC == 0 // an unknown temperature meets only the configured limit
+	if !tempUnknown {
+		temperatureOK = s.TemperatureC < cfg.MaxTemperatureC && (c.MaxTemperatureC == 0 || s.TemperatureC <= c.MaxTemperatureC)
+	}
+	return !s.Stale(now, cfg.StaleAfter()) && s.Healthy && temperatureOK &&
+		(c.MaxUtilizationPct == 0 || (!utilUnknown && s.UtilizationGPUPct <= c.MaxUtilizationPct)) &&
 		(len(c.Hosts) == 0 || slices.Contains(c.Hosts, s.Host))
 }
 

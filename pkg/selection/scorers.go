@@ -97,8 +97,16 @@ type UtilizationScorer struct{}
 func (UtilizationScorer) Name() string { return "utilization" }
 
 func (UtilizationScorer) ScorePlacement(g *GPU, _, _ int64) float64 {
+	if g.utilizationUnknown {
+		return unknownReadingScore
+	}
 	return clamp01(1 - g.Sample.UtilizationGPUPct/100)
 }
+
+// unknownReadingScore scores a reading the agent failed to make: neither
+// good nor bad, so that a GPU whose sensor did not answer is not taken for
+// the idlest or the coolest.
+const unknownReadingScore = 0.5
 
 // HeadroomScorer prefers GPUs with memory left after the model is placed:
 // the fraction of the GPU's memory still free afterwards.
@@ -120,6 +128,9 @@ type TemperatureScorer struct{ Ideal, Max float64 }
 func (TemperatureScorer) Name() string { return "temperature" }
 
 func (s TemperatureScorer) ScorePlacement(g *GPU, _, _ int64) float64 {
+	if g.temperatureUnknown {
+		return unknownReadingScore
+	}
 	t := g.Sample.TemperatureC
 	if t <= s.Ideal {
 		return 1

@@ -34,3 +34,23 @@ type Sample struct {
 
 // Key identifies the GPU across samples: "<host>/<index>".
 func (s *Sample) Key() string { return Key(s.Host, s.Index) }
+
+// Names of the reads a sample is made of, as listed in Sample.FailedReads:
+// agents name their failed reads with them, and the selector leaves out of
+// its scoring what a failed read left unknown.
+const (
+	ReadHandle      = "handle"
+	ReadUUID        = "uuid"
+	ReadName        = "name"
+	ReadMemory      = "memory"
+	ReadUtilization = "utilization"
+	ReadTemperature = "temperature"
+	ReadPower       = "power"
+	ReadPowerLimit  = "power_limit"
+	// ReadSample marks a sample published in place of a read the source
+	// could not make at all (its error is in HealthReason).
+	ReadSample = "sample"
+	// ReadTimeout marks a sample published in place of a read that did not
+	// finish within Config.ReadTimeout.
+	ReadTimeout = "timeout"
+)

@@ -90,7 +90,7 @@ func (m *metrics) observe(w *worker, smp telemetry.Sample) {
 
 	// A handle, sample or timeout failure means nothing was read.
 	nothingRead := slices.ContainsFunc(smp.FailedReads, func(r string) bool {
-		return r == ReadHandle || r == ReadSample || r == ReadTimeout
+		return r == telemetry.ReadHandle || r == telemetry.ReadSample || r == telemetry.ReadTimeout
 	})
 	// A failed read removes its gauges' series rather than report the zero
 	// the sample carries in its place.
@@ -99,12 +99,12 @@ func (m *metrics) observe(w *worker, smp telemetry.Sample) {
 		g    *prometheus.GaugeVec
 		v    float64
 	}{
-		{ReadUtilization, m.utilization, smp.UtilizationGPUPct / 100},
-		{ReadMemory, m.memUsed, float64(smp.MemoryUsedMB * bytesPerMB)},
-		{ReadMemory, m.memTotal, float64(smp.MemoryTotalMB * bytesPerMB)},
-		{ReadTemperature, m.temperature, smp.TemperatureC},
-		{ReadPower, m.power, smp.PowerW},
-		{ReadPowerLimit, m.powerLimit, smp.PowerLimitW},
+		{telemetry.ReadUtilization, m.utilization, smp.UtilizationGPUPct / 100},
+		{telemetry.ReadMemory, m.memUsed, float64(smp.MemoryUsedMB * bytesPerMB)},
+		{telemetry.ReadMemory, m.memTotal, float64(smp.MemoryTotalMB * bytesPerMB)},
+		{telemetry.ReadTemperature, m.temperature, smp.TemperatureC},
+		{telemetry.ReadPower, m.power, smp.PowerW},
+		{telemetry.ReadPowerLimit, m.powerLimit, smp.PowerLimitW},
 	} {
 		if nothingRead || slices.Contains(smp.FailedReads, r.read) {
 			r.g.DeleteLabelValues(labels...)

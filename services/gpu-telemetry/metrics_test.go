@@ -95,7 +95,7 @@ func TestMetricsOfFaults(t *testing.T) {
 		smp, _ := goodRead(ctx, i)
 		switch {
 		case i == 0 && call == 1:
-			smp.UUID, smp.FailedReads = "", []string{ReadUUID, ReadTemperature}
+			smp.UUID, smp.FailedReads = "", []string{telemetry.ReadUUID, telemetry.ReadTemperature}
 			fallthrough
 		case i == 0:
 			smp.Healthy, smp.LastXid, smp.HealthReason = false, 79, xidReason(79)
@@ -128,8 +128,8 @@ func TestMetricsOfFaults(t *testing.T) {
 				gpuSeries("orch_gpu_utilization_ratio", 0, "", name):          0,
 				gpuSeries("orch_gpu_healthy", 1, "GPU-1", name):               1,
 				gpuSeries("orch_gpu_temperature_celsius", 1, "GPU-1", name):   0,
-				failures(0, ReadUUID):                                         1,
-				failures(0, ReadTemperature):                                  1,
+				failures(0, telemetry.ReadUUID):                                         1,
+				failures(0, telemetry.ReadTemperature):                                  1,
 				xids(""):                                                      1,
 				obstest.Series("orch_telemetry_samples_published_total", nil): 2,
 			},
@@ -140,9 +140,9 @@ func TestMetricsOfFaults(t *testing.T) {
 				gpuSeries("orch_gpu_healthy", 0, "GPU-0", name):               0,
 				gpuSeries("orch_gpu_temperature_celsius", 0, "GPU-0", name):   71,
 				gpuSeries("orch_gpu_healthy", 1, "GPU-1", name):               0,
-				failures(0, ReadUUID):                                         1,
-				failures(0, ReadTemperature):                                  1,
-				failures(1, ReadSample):                                       1,
+				failures(0, telemetry.ReadUUID):                                         1,
+				failures(0, telemetry.ReadTemperature):                                  1,
+				failures(1, telemetry.ReadSample):                                       1,
 				xids(""):                                                      1,
 				obstest.Series("orch_telemetry_samples_published_total", nil): 4,
 			},

@@ -218,7 +218,7 @@ func (s *NVMLSource) Sample(ctx context.Context, index int) (telemetry.Sample, e
 	if dev == nil {
 		d, ret := s.lib.DeviceGetHandleByIndex(index)
 		if ret != nvml.SUCCESS {
-			failed(ReadHandle, ret)
+			failed(telemetry.ReadHandle, ret)
 			smp.Healthy = false
 			smp.HealthReason = fmt.Sprintf("no NVML handle: %v", ret)
 			if lost {
@@ -237,14 +237,14 @@ func (s *NVMLSource) Sample(ctx context.Context, index int) (telemetry.Sample, e
 		if v, ret := dev.GetUUID(); ret == nvml.SUCCESS {
 			smp.UUID = v
 		} else {
-			failed(ReadUUID, ret)
+			failed(telemetry.ReadUUID, ret)
 		}
 	}
 	if name == "" {
 		if v, ret := dev.GetName(); ret == nvml.SUCCESS {
 			smp.Name = v
 		} else {
-			failed(ReadName, ret)
+			failed(telemetry.ReadName, ret)
 		}
 	}
 	if mem, ret := dev.GetMemoryInfo(); ret == nvml.SUCCESS {
@@ -252,29 +252,29 @@ func (s *NVMLSource) Sample(ctx context.Context, index int) (telemetry.Sample, e
 		smp.MemoryUsedMB = int64(mem.Used / bytesPerMB)
 		smp.MemoryFreeMB = int64(mem.Free / bytesPerMB)
 	} else {
-		failed(ReadMemory, ret)
+		failed(telemetry.ReadMemory, ret)
 	}
 	if u, ret := dev.GetUtilizationRates(); ret == nvml.SUCCESS {
 		smp.UtilizationGPUPct = float64(u.Gpu)
 		smp.UtilizationMemoryPct = float64(u.Memory)
 	} else {
-		failed(ReadUtilization, ret)
+		failed(telemetry.ReadUtilization, ret)
 	}
 	if t, ret := dev.GetTemperature(nvml.TEMPERATURE_GPU); ret == nvml.SUCCESS {
 		smp.TemperatureC = float64(t)
 	} else {
-		failed(ReadTemperature, ret)
+		failed(telemetry.ReadTemperature, ret)
 	}
 	// NVML reports power in milliwatts.
 	if p, ret := dev.GetPowerUsage(); ret == nvml.SUCCESS {
 		smp.PowerW = float64(p) / 1000
 	} else {
-		failed(ReadPower, ret)
+		failed(telemetry.ReadPower, ret)
 	}
 	if p, ret := dev.GetEnforcedPowerLimit(); ret == nvml.SUCCESS {
 		smp.PowerLimitW = float64(p) / 1000
 	} else {
-		failed(ReadPowerLimit, ret)
+		failed(telemetry.ReadPowerLimit, ret)
 	}
 	smp.Timestamp = time.Now().UTC()
 

@@ -241,7 +241,7 @@ func TestNVMLFailedReads(t *testing.T) {
 		{
 			name:       "power not supported",
 			reads:      func(r *reads) { r.powerRet = nvml.ERROR_NOT_SUPPORTED },
-			wantFailed: []string{ReadPower},
+			wantFailed: []string{telemetry.ReadPower},
 			check: func(t *testing.T, s telemetry.Sample) {
 				if s.PowerW != 0 || s.MemoryTotalMB != 40960 {
 					t.Errorf("power %v, memory %d: the failed read must not touch the others", s.PowerW, s.MemoryTotalMB)
@@ -251,31 +251,31 @@ func TestNVMLFailedReads(t *testing.T) {
 		{
 			name:       "memory and temperature fail",
 			reads:      func(r *reads) { r.memRet, r.tempRet = nvml.ERROR_UNKNOWN, nvml.ERROR_TIMEOUT },
-			wantFailed: []string{ReadMemory, ReadTemperature},
+			wantFailed: []string{telemetry.ReadMemory, telemetry.ReadTemperature},
 		},
 		{
 			name:       "name fails",
 			reads:      func(r *reads) { r.nameRet = nvml.ERROR_UNKNOWN },
-			wantFailed: []string{ReadName},
+			wantFailed: []string{telemetry.ReadName},
 		},
 		{
 			name: "every read says the GPU is lost",
 			reads: func(r *reads) {
 				r.memRet, r.utilRet, r.tempRet, r.powerRet, r.limitRet = lost, lost, lost, lost, lost
 			},
-			wantFailed: []string{ReadMemory, ReadUtilization, ReadTemperature, ReadPower, ReadPowerLimit},
+			wantFailed: []string{telemetry.ReadMemory, telemetry.ReadUtilization, telemetry.ReadTemperature, telemetry.ReadPower, telemetry.ReadPowerLimit},
 			wantReason: "GPU is lost (ERROR_GPU_IS_LOST)",
 		},
 		{
 			name:       "handle lookup says the GPU is lost",
 			reads:      func(r *reads) { r.handleRet = lost },
-			wantFailed: []string{ReadHandle},
+			wantFailed: []string{telemetry.ReadHandle},
 			wantReason: "GPU is lost (ERROR_GPU_IS_LOST)",
 		},
 		{
 			name:       "handle lookup fails otherwise",
 			reads:      func(r *reads) { r.handleRet = nvml.ERROR_UNKNOWN },
-			wantFailed: []string{ReadHandle},
+			wantFailed: []string{telemetry.ReadHandle},
 			wantReason: "no NVML handle: ERROR_UNKNOWN",
 		},
 	}

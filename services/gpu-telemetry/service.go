@@ -263,7 +263,7 @@ func (s *Service) sampleDevice(ctx context.Context, w *worker) error {
 		case <-w.pending: // the hung read came back; its sample is stale, read anew
 			w.pending = nil
 		default:
-			return s.publish(w, s.marker(w, ReadTimeout, "GPU read still running from an earlier tick"))
+			return s.publish(w, s.marker(w, telemetry.ReadTimeout, "GPU read still running from an earlier tick"))
 		}
 	}
 	res := make(chan readResult, 1)
@@ -282,14 +282,14 @@ func (s *Service) sampleDevice(ctx context.Context, w *worker) error {
 				return nil
 			}
 			s.log.Warn().Err(r.err).Int("gpu", w.index).Msg("GPU read failed")
-			return s.publish(w, s.marker(w, ReadSample, r.err.Error()))
+			return s.publish(w, s.marker(w, telemetry.ReadSample, r.err.Error()))
 		}
 		w.last = r.smp
 		return s.publish(w, r.smp)
 	case <-timer.C:
 		w.pending = res
 		s.log.Warn().Int("gpu", w.index).Dur("timeout", s.cfg.ReadTimeout).Msg("GPU read timed out")
-		return s.publish(w, s.marker(w, ReadTimeout, fmt.Sprintf("read timed out after %s", s.cfg.ReadTimeout)))
+		return s.publish(w, s.marker(w, telemetry.ReadTimeout, fmt.Sprintf("read timed out after %s", s.cfg.ReadTimeout)))
 	case <-ctx.Done():
 		w.pending = res
 		return nil

@@ -282,7 +282,7 @@ func TestHungReadIsReportedAndNotRepeated(t *testing.T) {
 			t.Fatalf("tick %d: GPU 0 %+v", tick, s)
 		}
 		s := got[bus.TelemetrySubject("node-1", 1)]
-		if s.Healthy || s.HealthReason != reason || !slices.Equal(s.FailedReads, []string{ReadTimeout}) {
+		if s.Healthy || s.HealthReason != reason || !slices.Equal(s.FailedReads, []string{telemetry.ReadTimeout}) {
 			t.Fatalf("tick %d: GPU 1 marker %+v, want reason %q", tick, s, reason)
 		}
 		if s.Host != "node-1" || s.Index != 1 || s.Timestamp.IsZero() {
@@ -304,7 +304,7 @@ func TestReadErrorIsPublishedAsMarker(t *testing.T) {
 	h := startService(t, testConfig(), src)
 	got := h.receive(t, 2)
 	s := got[bus.TelemetrySubject("node-1", 0)]
-	if s.Healthy || !slices.Equal(s.FailedReads, []string{ReadSample}) || !strings.Contains(s.HealthReason, "unknown GPU index") {
+	if s.Healthy || !slices.Equal(s.FailedReads, []string{telemetry.ReadSample}) || !strings.Contains(s.HealthReason, "unknown GPU index") {
 		t.Fatalf("marker %+v", s)
 	}
 }

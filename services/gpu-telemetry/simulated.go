@@ -224,11 +224,11 @@ func (g *simGPU) injectFailures(smp *telemetry.Sample, rate float64) {
 		name  string
 		clear func()
 	}{
-		{ReadMemory, func() { smp.MemoryTotalMB, smp.MemoryUsedMB, smp.MemoryFreeMB = 0, 0, 0 }},
-		{ReadUtilization, func() { smp.UtilizationGPUPct, smp.UtilizationMemoryPct = 0, 0 }},
-		{ReadTemperature, func() { smp.TemperatureC = 0 }},
-		{ReadPower, func() { smp.PowerW = 0 }},
-		{ReadPowerLimit, func() { smp.PowerLimitW = 0 }},
+		{telemetry.ReadMemory, func() { smp.MemoryTotalMB, smp.MemoryUsedMB, smp.MemoryFreeMB = 0, 0, 0 }},
+		{telemetry.ReadUtilization, func() { smp.UtilizationGPUPct, smp.UtilizationMemoryPct = 0, 0 }},
+		{telemetry.ReadTemperature, func() { smp.TemperatureC = 0 }},
+		{telemetry.ReadPower, func() { smp.PowerW = 0 }},
+		{telemetry.ReadPowerLimit, func() { smp.PowerLimitW = 0 }},
 	}
 	for _, r := range reads {
 		if g.rng.Float64() < rate {

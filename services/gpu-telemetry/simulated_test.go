@@ -126,7 +126,7 @@ func checkSimSample(rt *rapid.T, s telemetry.Sample, typ GPUType) {
 	if s.Name != typ.Name || s.UUID == "" || s.Source != SourceSimulated || s.Timestamp.IsZero() {
 		rt.Fatalf("identity: %+v", s)
 	}
-	if !failed(ReadMemory) {
+	if !failed(telemetry.ReadMemory) {
 		if s.MemoryTotalMB != typ.MemoryMB || s.MemoryUsedMB < 0 || s.MemoryUsedMB > s.MemoryTotalMB ||
 			s.MemoryUsedMB+s.MemoryFreeMB != s.MemoryTotalMB {
 			rt.Fatalf("memory: %+v", s)
@@ -135,13 +135,13 @@ func checkSimSample(rt *rapid.T, s telemetry.Sample, typ GPUType) {
 	if s.UtilizationGPUPct < 0 || s.UtilizationGPUPct > 100 || s.UtilizationMemoryPct < 0 || s.UtilizationMemoryPct > 100 {
 		rt.Fatalf("utilisation: %+v", s)
 	}
-	if !failed(ReadTemperature) && (s.TemperatureC < simMinTempC || s.TemperatureC > simMaxTempC) {
+	if !failed(telemetry.ReadTemperature) && (s.TemperatureC < simMinTempC || s.TemperatureC > simMaxTempC) {
 		rt.Fatalf("temperature: %+v", s)
 	}
 	if s.PowerW < 0 || s.PowerW > typ.PowerLimitW {
 		rt.Fatalf("power: %+v", s)
 	}
-	if !failed(ReadPowerLimit) && s.PowerLimitW != typ.PowerLimitW {
+	if !failed(telemetry.ReadPowerLimit) && s.PowerLimitW != typ.PowerLimitW {
 		rt.Fatalf("power limit: %+v", s)
 	}
 	if s.Healthy != (s.LastXid == 0) || (!s.Healthy && s.HealthReason == "") {
@@ -196,7 +196,7 @@ func TestSimulatedFaults(t *testing.T) {
 		wantHealthy bool
 	}{
 		{"no faults", 0, 0, nil, true},
-		{"every read fails", 1, 0, []string{ReadMemory, ReadUtilization, ReadTemperature, ReadPower, ReadPowerLimit}, true},
+		{"every read fails", 1, 0, []string{telemetry.ReadMemory, telemetry.ReadUtilization, telemetry.ReadTemperature, telemetry.ReadPower, telemetry.ReadPowerLimit}, true},
 		{"critical Xid", 0, 1, nil, false},
 	}
 	for _, tc := range tests {

@@ -27,23 +27,5 @@ const (
 	SourceSimulated = "simulated"
 )
 
-// Names of the reads a sample is made of, as listed in Sample.FailedReads.
-const (
-	ReadHandle      = "handle"
-	ReadUUID        = "uuid"
-	ReadName        = "name"
-	ReadMemory      = "memory"
-	ReadUtilization = "utilization"
-	ReadTemperature = "temperature"
-	ReadPower       = "power"
-	ReadPowerLimit  = "power_limit"
-	// ReadSample marks a sample published in place of a read the source
-	// could not make at all (its error is in HealthReason).
-	ReadSample = "sample"
-	// ReadTimeout marks a sample published in place of a read that did not
-	// finish within Config.ReadTimeout.
-	ReadTimeout = "timeout"
-)
-
 // bytesPerMB converts NVML's byte counts to the MiB nvidia-smi shows.
 const bytesPerMB = 1024 * 1024
