@@ -15,7 +15,7 @@ import (
 // Config is the service's configuration, read with envconfig prefix REGISTRY
 // (e.g. REGISTRY_SEED_REGISTRY); the NATS settings keep their own names
 // (NATS_URL...). Go callers that build it by hand get no envconfig defaults:
-// set Provision themselves; a zero RequestTimeout or Replicas means the default.
+// set Provision themselves; a zero RequestTimeout means the default.
 type Config struct {
 	bus.ConnConfig
 
@@ -32,8 +32,10 @@ type Config struct {
 	// off for accounts that may not create streams (see `orchestrator provision`).
 	Provision bool `envconfig:"PROVISION" default:"true"`
 	// Replicas is the replica count Provision gives streams and buckets (3 in
-	// a cluster); it must match the other services', or provisioning changes it.
-	Replicas int `envconfig:"REPLICAS" default:"1"`
+	// a cluster). 0, the default, keeps each existing one's count and makes
+	// new ones R1, so that a registry started with defaults never scales an
+	// R3 cluster's streams down.
+	Replicas int `envconfig:"REPLICAS"`
 	// RequestTimeout bounds one request's NATS work (an import included).
 	RequestTimeout time.Duration `envconfig:"REQUEST_TIMEOUT" default:"30s"`
 	// MetricsAddr serves /metrics, /healthz and /readyz (cmd/registry only).
@@ -42,16 +44,12 @@ type Config struct {
 
 const (
 	defaultRequestTimeout = 30 * time.Second
-	defaultReplicas       = 1
 )
 
 func (c *Config) withDefaults() Config {
 	out := *c
 	if out.RequestTimeout == 0 {
 		out.RequestTimeout = defaultRequestTimeout
-	}
-	if out.Replicas == 0 {
-		out.Replicas = defaultReplicas
 	}
 	return out
 }
@@ -65,7 +63,7 @@ func (c *Config) validate() error {
 		problems = append(problems, fmt.Sprintf("REGISTRY_REQUEST_TIMEOUT %s must be positive", c.RequestTimeout))
 	}
 	if c.Replicas < 0 {
-		problems = append(problems, fmt.Sprintf("REGISTRY_REPLICAS %d must be positive", c.Replicas))
+		problems = append(problems, fmt.Sprintf("REGISTRY_REPLICAS %d must not be negative (0 keeps what is there)", c.Replicas))
 	}
 	if len(problems) > 0 {
 		return fmt.Errorf("%w: %s", ErrConfig, strings.Join(problems, "; "))

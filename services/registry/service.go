@@ -130,7 +130,11 @@ func (s *Service) Run(ctx context.Context) error {
 		return fmt.Errorf("%w: jetstream: %w", ErrUnavailable, err)
 	}
 	if s.cfg.Provision {
-		if err := bus.Provision(ctx, js, bus.WithReplicas(s.cfg.Replicas)); err != nil {
+		var opts []bus.ProvisionOption
+		if s.cfg.Replicas > 0 {
+			opts = append(opts, bus.WithReplicas(s.cfg.Replicas))
+		}
+		if err := bus.Provision(ctx, js, opts...); err != nil {
 			return fmt.Errorf("%w (set REGISTRY_PROVISION=false where the buckets are provisioned elsewhere)", err)
 		}
 	}

@@ -210,24 +210,32 @@ where the services' own accounts may not create streams.`,
 			}
 			ctx := cmd.Context()
 			return a.withJetStream(ctx, "provision", func(_ *nats.Conn, js jetstream.JetStream) error {
-				opts := []bus.ProvisionOption{bus.WithReplicas(replicas)}
+				var opts []bus.ProvisionOption
+				if cmd.Flags().Changed("replicas") { // else each stream keeps its count (new ones R1)
+					opts = append(opts, bus.WithReplicas(replicas))
+				}
 				if maxAge > 0 {
 					opts = append(opts, bus.WithSelectionMaxAge(maxAge))
 				}
 				if err := bus.Provision(ctx, js, opts...); err != nil {
 					return err
 				}
-				if a.json {
-					return a.printJSON(map[string]any{"provisioned": true, "replicas": replicas})
+				st, err := js.Stream(ctx, bus.SelectionStream)
+				if err != nil {
+					return err
 				}
-				fmt.Fprintf(a.stdout, "provisioned streams %s, %s and buckets %s, %s, %s (replicas %d)\n",
+				have := st.CachedInfo().Config.Replicas
+				if a.json {
+					return a.printJSON(map[string]any{"provisioned": true, "replicas": have})
+				}
+				fmt.Fprintf(a.stdout, "provisioned streams %s, %s and buckets %s, %s, %s (%s has %d replica(s))\n",
 					bus.TelemetryStream, bus.SelectionStream, bus.ModelsBucket, bus.CategoriesBucket,
-					bus.ConfigBucket, replicas)
+					bus.ConfigBucket, bus.SelectionStream, have)
 				return nil
 			})
 		},
 	}
-	cmd.Flags().IntVar(&replicas, "replicas", 1, "replicas of every stream and bucket (3 in a cluster)")
+	cmd.Flags().IntVar(&replicas, "replicas", 1, "replicas of every stream and bucket (3 in a cluster); without it each keeps its count and new ones get 1")
 	cmd.Flags().DurationVar(&maxAge, "selection-max-age", 0, "how long decision events are kept (default 720h)")
 	return cmd
 }
