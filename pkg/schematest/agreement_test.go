@@ -437,3 +437,39 @@ func TestConfigBoundsMatchTheSchema(t *testing.T) {
 		})
 	}
 }
+
+// The agent refuses readings beyond the bounds the sample's schema sets.
+func TestSampleBoundsMatchTheSchema(t *testing.T) {
+	src, err := schemas.Source(schemas.GPUSample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Properties map[string]struct {
+			Maximum *float64 `json:"maximum"`
+		} `json:"properties"`
+		Defs map[string]struct {
+			Maximum *float64 `json:"maximum"`
+		} `json:"$defs"`
+	}
+	if err := json.Unmarshal(src, &doc); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		where string
+		max   *float64
+		want  float64
+	}{
+		{"temperature_c", doc.Properties["temperature_c"].Maximum, telemetry.MaxTemperatureC},
+		{"$defs/memory_mb", doc.Defs["memory_mb"].Maximum, telemetry.MaxMemoryMB},
+		{"$defs/pct", doc.Defs["pct"].Maximum, telemetry.MaxPct},
+		{"$defs/watts", doc.Defs["watts"].Maximum, telemetry.MaxWatts},
+	}
+	for _, tt := range tests {
+		t.Run(tt.where, func(t *testing.T) {
+			if tt.max == nil || *tt.max != tt.want {
+				t.Fatalf("schema maximum %v, Go bound %v", tt.max, tt.want)
+			}
+		})
+	}
+}

@@ -54,3 +54,12 @@ const (
 	// finish within Config.ReadTimeout.
 	ReadTimeout = "timeout"
 )
+
+// Bounds of a sample's readings (gpu-sample.schema.json has the same): an
+// agent reports a value beyond them as a failed read, not a measurement.
+const (
+	MaxMemoryMB     = 16777216 // 16 TiB
+	MaxPct          = 100
+	MaxTemperatureC = 200
+	MaxWatts        = 100000
+)

@@ -100,8 +100,8 @@ func (m *metrics) observe(w *worker, smp telemetry.Sample) {
 		v    float64
 	}{
 		{telemetry.ReadUtilization, m.utilization, smp.UtilizationGPUPct / 100},
-		{telemetry.ReadMemory, m.memUsed, float64(smp.MemoryUsedMB * bytesPerMB)},
-		{telemetry.ReadMemory, m.memTotal, float64(smp.MemoryTotalMB * bytesPerMB)},
+		{telemetry.ReadMemory, m.memUsed, float64(smp.MemoryUsedMB) * bytesPerMB},
+		{telemetry.ReadMemory, m.memTotal, float64(smp.MemoryTotalMB) * bytesPerMB},
 		{telemetry.ReadTemperature, m.temperature, smp.TemperatureC},
 		{telemetry.ReadPower, m.power, smp.PowerW},
 		{telemetry.ReadPowerLimit, m.powerLimit, smp.PowerLimitW},

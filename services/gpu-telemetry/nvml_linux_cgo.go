@@ -105,6 +105,9 @@ func NewNVML(lib nvml.Interface, log zerolog.Logger) (*NVMLSource, error) {
 // Devices lists the NVML indexes reported (MIG-enabled GPUs left out).
 func (s *NVMLSource) Devices() []int { return slices.Clone(s.devices) }
 
+// Kind is SourceNVML.
+func (s *NVMLSource) Kind() string { return SourceNVML }
+
 // startXidWatch registers critical Xid events on every GPU with a handle and
 // waits for them in a goroutine. Without events, health comes from reads only.
 func (s *NVMLSource) startXidWatch() {
@@ -247,34 +250,46 @@ func (s *NVMLSource) Sample(ctx context.Context, index int) (telemetry.Sample, e
 			failed(telemetry.ReadName, ret)
 		}
 	}
-	if mem, ret := dev.GetMemoryInfo(); ret == nvml.SUCCESS {
+	// A value no GPU can have (NVML fills some with 0xFFFFFFFF when it has
+	// none) is a failed read: its field stays 0 and is listed as failed.
+	if mem, ret := dev.GetMemoryInfo(); ret != nvml.SUCCESS {
+		failed(telemetry.ReadMemory, ret)
+	} else if mem.Total/bytesPerMB > telemetry.MaxMemoryMB || mem.Used > mem.Total || mem.Free > mem.Total {
+		failed(telemetry.ReadMemory, nvml.SUCCESS)
+	} else {
 		smp.MemoryTotalMB = int64(mem.Total / bytesPerMB)
 		smp.MemoryUsedMB = int64(mem.Used / bytesPerMB)
 		smp.MemoryFreeMB = int64(mem.Free / bytesPerMB)
-	} else {
-		failed(telemetry.ReadMemory, ret)
 	}
-	if u, ret := dev.GetUtilizationRates(); ret == nvml.SUCCESS {
+	if u, ret := dev.GetUtilizationRates(); ret != nvml.SUCCESS {
+		failed(telemetry.ReadUtilization, ret)
+	} else if u.Gpu > telemetry.MaxPct || u.Memory > telemetry.MaxPct {
+		failed(telemetry.ReadUtilization, nvml.SUCCESS)
+	} else {
 		smp.UtilizationGPUPct = float64(u.Gpu)
 		smp.UtilizationMemoryPct = float64(u.Memory)
-	} else {
-		failed(telemetry.ReadUtilization, ret)
 	}
-	if t, ret := dev.GetTemperature(nvml.TEMPERATURE_GPU); ret == nvml.SUCCESS {
-		smp.TemperatureC = float64(t)
-	} else {
+	if t, ret := dev.GetTemperature(nvml.TEMPERATURE_GPU); ret != nvml.SUCCESS {
 		failed(telemetry.ReadTemperature, ret)
+	} else if t > telemetry.MaxTemperatureC {
+		failed(telemetry.ReadTemperature, nvml.SUCCESS)
+	} else {
+		smp.TemperatureC = float64(t)
 	}
 	// NVML reports power in milliwatts.
-	if p, ret := dev.GetPowerUsage(); ret == nvml.SUCCESS {
-		smp.PowerW = float64(p) / 1000
-	} else {
+	if p, ret := dev.GetPowerUsage(); ret != nvml.SUCCESS {
 		failed(telemetry.ReadPower, ret)
-	}
-	if p, ret := dev.GetEnforcedPowerLimit(); ret == nvml.SUCCESS {
-		smp.PowerLimitW = float64(p) / 1000
+	} else if p/1000 > telemetry.MaxWatts {
+		failed(telemetry.ReadPower, nvml.SUCCESS)
 	} else {
+		smp.PowerW = float64(p) / 1000
+	}
+	if p, ret := dev.GetEnforcedPowerLimit(); ret != nvml.SUCCESS {
 		failed(telemetry.ReadPowerLimit, ret)
+	} else if p/1000 > telemetry.MaxWatts {
+		failed(telemetry.ReadPowerLimit, nvml.SUCCESS)
+	} else {
+		smp.PowerLimitW = float64(p) / 1000
 	}
 	smp.Timestamp = time.Now().UTC()
 

@@ -273,6 +273,41 @@ func TestNVMLFailedReads(t *testing.T) {
 			wantReason: "GPU is lost (ERROR_GPU_IS_LOST)",
 		},
 		{
+			name:       "utilisation NVML has no value for (0xFFFFFFFF)",
+			reads:      func(r *reads) { r.util.Gpu = 0xFFFFFFFF },
+			wantFailed: []string{telemetry.ReadUtilization},
+			check: func(t *testing.T, s telemetry.Sample) {
+				if s.UtilizationGPUPct != 0 || s.UtilizationMemoryPct != 0 {
+					t.Errorf("utilization %v/%v: an impossible reading must not be published", s.UtilizationGPUPct, s.UtilizationMemoryPct)
+				}
+			},
+		},
+		{
+			name:       "memory utilisation above 100",
+			reads:      func(r *reads) { r.util.Memory = 101 },
+			wantFailed: []string{telemetry.ReadUtilization},
+		},
+		{
+			name:       "temperature, power and limit beyond any GPU",
+			reads:      func(r *reads) { r.tempC, r.powerMW, r.limitMW = 0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF },
+			wantFailed: []string{telemetry.ReadTemperature, telemetry.ReadPower, telemetry.ReadPowerLimit},
+			check: func(t *testing.T, s telemetry.Sample) {
+				if s.TemperatureC != 0 || s.PowerW != 0 || s.PowerLimitW != 0 {
+					t.Errorf("temperature %v, power %v/%v: impossible readings published", s.TemperatureC, s.PowerW, s.PowerLimitW)
+				}
+			},
+		},
+		{
+			name:       "free memory beyond the total",
+			reads:      func(r *reads) { r.mem.Free = ^uint64(0) - 10*gib },
+			wantFailed: []string{telemetry.ReadMemory},
+			check: func(t *testing.T, s telemetry.Sample) {
+				if s.MemoryFreeMB != 0 || s.MemoryTotalMB != 0 {
+					t.Errorf("memory %d/%d: an impossible reading must not be published", s.MemoryFreeMB, s.MemoryTotalMB)
+				}
+			},
+		},
+		{
 			name:       "handle lookup fails otherwise",
 			reads:      func(r *reads) { r.handleRet = nvml.ERROR_UNKNOWN },
 			wantFailed: []string{telemetry.ReadHandle},

@@ -304,7 +304,7 @@ func (s *Service) marker(w *worker, failed, reason string) telemetry.Sample {
 		Index:         w.index,
 		UUID:          w.last.UUID,
 		Name:          w.last.Name,
-		Source:        w.last.Source,
+		Source:        s.src.Kind(),
 		Timestamp:     s.now().UTC(),
 		MemoryTotalMB: w.last.MemoryTotalMB,
 		PowerLimitW:   w.last.PowerLimitW,

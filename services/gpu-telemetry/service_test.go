@@ -31,6 +31,8 @@ type fakeSource struct {
 	closed bool
 }
 
+func (f *fakeSource) Kind() string { return SourceSimulated }
+
 func (f *fakeSource) Devices() []int {
 	out := make([]int, f.n)
 	for i := range out {
@@ -285,8 +287,10 @@ func TestHungReadIsReportedAndNotRepeated(t *testing.T) {
 		if s.Healthy || s.HealthReason != reason || !slices.Equal(s.FailedReads, []string{telemetry.ReadTimeout}) {
 			t.Fatalf("tick %d: GPU 1 marker %+v, want reason %q", tick, s, reason)
 		}
-		if s.Host != "node-1" || s.Index != 1 || s.Timestamp.IsZero() {
-			t.Fatalf("tick %d: marker lacks identity: %+v", tick, s)
+		// GPU 1 never had a good read: the source kind still comes with the
+		// marker, which the schema requires.
+		if s.Host != "node-1" || s.Index != 1 || s.Timestamp.IsZero() || s.Source != SourceSimulated {
+			t.Fatalf("tick %d: marker lacks identity or source: %+v", tick, s)
 		}
 	}
 	if c := src.callsOf(1); c != 1 {

@@ -161,6 +161,9 @@ func NewSimulated(cfg SimConfig) (*SimulatedSource, error) {
 	return s, nil
 }
 
+// Kind is SourceSimulated.
+func (s *SimulatedSource) Kind() string { return SourceSimulated }
+
 // Devices lists 0..n-1.
 func (s *SimulatedSource) Devices() []int {
 	out := make([]int, len(s.gpus))

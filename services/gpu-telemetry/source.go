@@ -18,6 +18,9 @@ type Source interface {
 	Sample(ctx context.Context, index int) (telemetry.Sample, error)
 	// Close releases the hardware; the source cannot be used afterwards.
 	Close() error
+	// Kind is SourceNVML or SourceSimulated: the Source of every sample,
+	// those published for a read that failed or timed out included.
+	Kind() string
 }
 
 // Source kinds, as in Config.Source and telemetry.Sample.Source.
