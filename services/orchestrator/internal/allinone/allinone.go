@@ -220,11 +220,13 @@ type System struct {
 	info   Info
 
 	server *server.Server
-	httpd  *obs.Server
-	nc     *nats.Conn // the composition's own connection
-	conns  []*nats.Conn
-	units  map[string]*unit
-	store  metricssink.Store
+	// releaseDataDir gives up the data directory's lock once server stopped.
+	releaseDataDir func()
+	httpd          *obs.Server
+	nc             *nats.Conn // the composition's own connection
+	conns          []*nats.Conn
+	units          map[string]*unit
+	store          metricssink.Store
 
 	stopping atomic.Bool
 	failOnce sync.Once
@@ -350,6 +352,9 @@ func (s *System) start(ctx context.Context) error {
 	return nil
 }
 
+// dataDirLockFile, in the data directory, is locked by the serve using it.
+const dataDirLockFile = "serve.lock"
+
 // startServer starts the embedded NATS, refusing a busy port up front with
 // a hint rather than the server's bare listen error.
 func (s *System) startServer() error {
@@ -368,11 +373,16 @@ func (s *System) startServer() error {
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return fmt.Errorf("%w: data dir: %w", ErrStart, err)
 	}
-	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Host: cfg.Host, Port: cfg.Port, DataDir: cfg.DataDir, ServerName: "orchestrator"})
+	release, err := lockDataDir(cfg.DataDir)
 	if err != nil {
 		return err
 	}
-	s.server = srv
+	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Host: cfg.Host, Port: cfg.Port, DataDir: cfg.DataDir, ServerName: "orchestrator"})
+	if err != nil {
+		release()
+		return err
+	}
+	s.server, s.releaseDataDir = srv, release
 	s.log.Info().Str("url", srv.ClientURL()).Str("data_dir", cfg.DataDir).Msg("embedded NATS server started (JetStream, loopback only)")
 	return nil
 }
@@ -644,6 +654,7 @@ func (s *System) shutdown(ctx context.Context) error {
 	if s.server != nil {
 		s.server.Shutdown()
 		s.server.WaitForShutdown()
+		s.releaseDataDir()
 		s.log.Info().Msg("embedded NATS server stopped")
 	}
 	stop(metricsUnit)

@@ -255,6 +255,25 @@ func TestPortInUse(t *testing.T) {
 	}
 }
 
+// Two serves on one data directory would write one JetStream store: the
+// second is refused until the first has stopped.
+func TestDataDirInUse(t *testing.T) {
+	first := testConfig(t)
+	sys, err := Start(testCtx(t), first, nopLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second := testConfig(t)
+	second.DataDir = first.DataDir
+	if _, err := Start(testCtx(t), second, nopLog); !errors.Is(err, ErrDataDirInUse) {
+		t.Fatalf("second serve on %s: %v, want ErrDataDirInUse", first.DataDir, err)
+	}
+	if err := sys.Shutdown(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	start(t, second) // the lock went with the first
+}
+
 // TestJoinWithSomeServices joins an existing NATS and runs only the
 // registry and the selector: without telemetry the selection degrades.
 func TestJoinWithSomeServices(t *testing.T) {

@@ -8,6 +8,8 @@ var (
 	ErrConfig = errors.New("serve: bad config")
 	// ErrPortInUse: the embedded server's port is taken.
 	ErrPortInUse = errors.New("serve: NATS port in use")
+	// ErrDataDirInUse: another serve runs on the same data directory.
+	ErrDataDirInUse = errors.New("serve: data directory in use")
 	// ErrStart: the system could not be brought up.
 	ErrStart = errors.New("serve: start failed")
 	// ErrServiceStopped: a service stopped while nobody asked it to.
