@@ -45,6 +45,11 @@ func run(log zerolog.Logger) error {
 	}
 	httpd := obs.NewServer(cfg.MetricsAddr, obs.NewRegistry())
 	svc, err := gputelemetry.New(cfg, nc, gputelemetry.WithLogger(log), gputelemetry.WithMetrics(httpd.Registry()))
+	if err == nil { // a taken metrics port fails the start, not only /healthz
+		if err = httpd.Listen(); err != nil {
+			_ = svc.Close() // NVML is shut down on every way out
+		}
+	}
 	if err != nil {
 		nc.Close()
 		return err

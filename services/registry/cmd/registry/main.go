@@ -46,6 +46,9 @@ func run(log zerolog.Logger) error {
 	}
 	httpd := obs.NewServer(cfg.MetricsAddr, obs.NewRegistry())
 	svc, err := registry.New(cfg, nc, registry.WithLogger(log), registry.WithMetrics(httpd.Registry()))
+	if err == nil { // a taken metrics port fails the start, not only /healthz
+		err = httpd.Listen()
+	}
 	if err != nil {
 		nc.Close()
 		return err

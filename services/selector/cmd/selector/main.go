@@ -56,6 +56,9 @@ func run(log zerolog.Logger) error {
 	}
 	httpd := obs.NewServer(cfg.MetricsAddr, obs.NewRegistry())
 	svc, err := selector.New(cfg, nc, selector.WithLogger(log), selector.WithMetrics(httpd.Registry()), selector.WithEventConn(events))
+	if err == nil { // a taken metrics port fails the start, not only /healthz
+		err = httpd.Listen()
+	}
 	if err != nil {
 		nc.Close()
 		events.Close()
