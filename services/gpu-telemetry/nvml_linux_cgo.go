@@ -42,6 +42,9 @@ type NVMLSource struct {
 	uuids   map[int]string
 	names   map[int]string
 	xids    map[int]uint64 // critical Xid that made a GPU unhealthy
+	// mig marks GPUs found in MIG mode after the start (their handle came
+	// late): reported unhealthy, as they cannot be dropped from Devices.
+	mig map[int]bool
 	closed  bool
 	reads   int           // Sample calls in progress
 	idle    chan struct{} // closed when reads reach 0 after Close
@@ -79,6 +82,7 @@ func NewNVML(lib nvml.Interface, log zerolog.Logger) (*NVMLSource, error) {
 		uuids:   make(map[int]string, count),
 		names:   make(map[int]string, count),
 		xids:    make(map[int]uint64),
+		mig:     make(map[int]bool),
 		idle:    make(chan struct{}),
 		stop:    make(chan struct{}),
 		xidDone: make(chan struct{}),
@@ -117,10 +121,11 @@ func (s *NVMLSource) startXidWatch() {
 		close(s.xidDone)
 		return
 	}
-	registered := 0
+	registered, late := 0, 0
 	for _, i := range s.devices {
 		dev := s.handles[i]
 		if dev == nil {
+			late++ // registered once its handle comes (see lateHandle)
 			continue
 		}
 		if ret := dev.RegisterEvents(nvml.EventTypeXidCriticalError, set); ret != nvml.SUCCESS {
@@ -129,7 +134,7 @@ func (s *NVMLSource) startXidWatch() {
 		}
 		registered++
 	}
-	if registered == 0 {
+	if registered == 0 && late == 0 {
 		if ret := set.Free(); ret != nvml.SUCCESS {
 			s.log.Warn().Stringer("nvml", ret).Msg("freeing unused NVML event set")
 		}
@@ -142,6 +147,7 @@ func (s *NVMLSource) startXidWatch() {
 
 func (s *NVMLSource) watchXid() {
 	defer close(s.xidDone)
+	failing := nvml.SUCCESS // logged once per new error, not every retry
 	for {
 		select {
 		case <-s.stop:
@@ -151,10 +157,15 @@ func (s *NVMLSource) watchXid() {
 		e, ret := s.events.Wait(xidWaitMs)
 		switch ret {
 		case nvml.SUCCESS:
+			failing = nvml.SUCCESS
 			s.onEvent(e)
 		case nvml.ERROR_TIMEOUT:
+			failing = nvml.SUCCESS
 		default:
-			s.log.Warn().Stringer("nvml", ret).Msg("waiting for NVML events failed; retrying")
+			if ret != failing {
+				s.log.Warn().Stringer("nvml", ret).Msg("waiting for NVML events failed; retrying (logged again when the error changes)")
+				failing = ret
+			}
 			select {
 			case <-s.stop:
 				return
@@ -188,6 +199,32 @@ func (s *NVMLSource) onEvent(e nvml.EventData) {
 	s.mu.Unlock()
 	s.log.Error().Ints("gpus", targets).Uint64("xid", xid).Str("reason", reason).
 		Msg("critical Xid error: GPU marked unhealthy until the agent restarts")
+}
+
+// lateHandle keeps a handle obtained after the start and does what the
+// start does for one: the MIG check (a GPU in MIG mode is then reported
+// unhealthy, as it cannot leave Devices) and watching its Xid errors.
+func (s *NVMLSource) lateHandle(index int, dev nvml.Device) nvml.Device {
+	cur, _, ret := dev.GetMigMode()
+	mig := ret == nvml.SUCCESS && cur == nvml.DEVICE_MIG_ENABLE
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.handles[index] != nil { // another read got it first
+		return s.handles[index]
+	}
+	s.handles[index] = dev
+	if mig {
+		s.mig[index] = true
+		s.log.Warn().Int("gpu", index).Msg("GPU answered late with MIG mode enabled: reported unhealthy, MIG instances are not scheduled by the orchestrator")
+		return dev
+	}
+	if s.events != nil {
+		if ret := dev.RegisterEvents(nvml.EventTypeXidCriticalError, s.events); ret != nvml.SUCCESS {
+			s.log.Warn().Int("gpu", index).Stringer("nvml", ret).Msg("cannot watch Xid errors on GPU")
+		}
+	}
+	s.log.Info().Int("gpu", index).Msg("NVML handle obtained for GPU")
+	return dev
 }
 
 // Sample reads one GPU. Reads that fail are listed in FailedReads; a lost
@@ -230,10 +267,16 @@ func (s *NVMLSource) Sample(ctx context.Context, index int) (telemetry.Sample, e
 			smp.Timestamp = time.Now().UTC()
 			return smp, nil
 		}
-		dev = d
-		s.mu.Lock()
-		s.handles[index] = d
-		s.mu.Unlock()
+		dev = s.lateHandle(index, d)
+	}
+	s.mu.Lock()
+	mig := s.mig[index]
+	s.mu.Unlock()
+	if mig {
+		smp.Healthy = false
+		smp.HealthReason = "MIG mode enabled: MIG instances are not scheduled by the orchestrator"
+		smp.Timestamp = time.Now().UTC()
+		return smp, nil
 	}
 
 	if uuid == "" {

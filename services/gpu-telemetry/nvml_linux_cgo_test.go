@@ -478,3 +478,60 @@ func TestNVMLClose(t *testing.T) {
 		t.Fatalf("Sample after Close: err = %v, want ErrSourceClosed", err)
 	}
 }
+
+// A GPU whose handle only comes after the start gets what the start gives
+// the others: the MIG check and Xid watching.
+func TestNVMLLateHandle(t *testing.T) {
+	tests := []struct {
+		name       string
+		mig        bool
+		wantReason string
+	}{
+		{name: "MIG mode enabled: reported unhealthy", mig: true, wantReason: "MIG mode enabled: MIG instances are not scheduled by the orchestrator"},
+		{name: "a whole GPU: its Xid errors are watched"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			const late = 1
+			m := newMockNVML(t, nil, nvml.SUCCESS)
+			var answers atomic.Bool // no handle until set
+			byIndex := m.DeviceGetHandleByIndexFunc
+			m.DeviceGetHandleByIndexFunc = func(i int) (nvml.Device, nvml.Return) {
+				if i == late && !answers.Load() {
+					return nil, nvml.ERROR_UNKNOWN
+				}
+				return byIndex(i)
+			}
+			var registered atomic.Bool
+			m.device(late).RegisterEventsFunc = func(uint64, nvml.EventSet) nvml.Return {
+				registered.Store(true)
+				return nvml.SUCCESS
+			}
+			if tc.mig {
+				if ret, _ := m.device(late).SetMigMode(nvml.DEVICE_MIG_ENABLE); ret != nvml.SUCCESS {
+					t.Fatal(ret)
+				}
+			}
+			src := openMock(t, m)
+			if got := sampleOf(t, src, late); got.Healthy || !slices.Equal(got.FailedReads, []string{telemetry.ReadHandle}) {
+				t.Fatalf("before its handle: %+v", got)
+			}
+			answers.Store(true)
+			got := sampleOf(t, src, late)
+			if got.Healthy != (tc.wantReason == "") || got.HealthReason != tc.wantReason {
+				t.Fatalf("with its handle: healthy %v reason %q, want reason %q", got.Healthy, got.HealthReason, tc.wantReason)
+			}
+			if tc.mig {
+				return
+			}
+			if !registered.Load() {
+				t.Fatal("the late GPU's Xid errors are not watched")
+			}
+			m.events.events <- nvml.EventData{EventType: nvml.EventTypeXidCriticalError, EventData: 79, Device: m.Devices[late]}
+			<-m.events.handled
+			if got := sampleOf(t, src, late); got.Healthy || got.LastXid != 79 {
+				t.Fatalf("after Xid 79 on the late GPU: %+v", got)
+			}
+		})
+	}
+}
