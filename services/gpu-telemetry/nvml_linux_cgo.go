@@ -44,10 +44,10 @@ type NVMLSource struct {
 	xids    map[int]uint64 // critical Xid that made a GPU unhealthy
 	// mig marks GPUs found in MIG mode after the start (their handle came
 	// late): reported unhealthy, as they cannot be dropped from Devices.
-	mig map[int]bool
-	closed  bool
-	reads   int           // Sample calls in progress
-	idle    chan struct{} // closed when reads reach 0 after Close
+	mig    map[int]bool
+	closed bool
+	reads  int           // Sample calls in progress
+	idle   chan struct{} // closed when reads reach 0 after Close
 
 	events   nvml.EventSet // nil when Xid events are unavailable
 	stop     chan struct{}
