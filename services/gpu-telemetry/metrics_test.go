@@ -199,6 +199,16 @@ func TestCheck(t *testing.T) {
 			return svc
 		}, ErrNotReady},
 		{"after a sample", func(t *testing.T) *Service { return ran(t).svc }, nil},
+		{"with NATS gone (samples only buffered)", func(t *testing.T) *Service {
+			_, nc := natstest.Start(t)
+			svc, err := New(testConfig(), nc, WithSource(&fakeSource{n: 1, read: goodRead}), WithLogger(zerolog.Nop()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			svc.published.Add(1) // as if it had published, then lost NATS
+			nc.Close()
+			return svc
+		}, ErrNotReady},
 		{"after Run returned", func(t *testing.T) *Service {
 			h := ran(t)
 			if err := h.shutdown(t); err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nlocalmodels/orchestrator/pkg/bus"
 	"github.com/nlocalmodels/orchestrator/pkg/catalog/exampledata"
+	"github.com/nlocalmodels/orchestrator/pkg/natstest"
 	"github.com/nlocalmodels/orchestrator/pkg/obs/obstest"
 )
 
@@ -138,6 +139,12 @@ func TestCheck(t *testing.T) {
 	}{
 		{"not run", func() *Service { return idle }, ErrNotReady},
 		{"serving", func() *Service { return h.run(Config{Provision: true}) }, nil},
+		{"serving without NATS", func() *Service {
+			other := &harness{t: t, srv: h.srv, nc: natstest.Connect(t, h.srv), client: h.client, js: h.js}
+			svc := other.run(Config{})
+			other.nc.Close()
+			return svc
+		}, ErrNotReady},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -113,10 +113,13 @@ func (s *Service) Ready() <-chan struct{} { return s.ready }
 func (s *Service) Check() error {
 	select {
 	case <-s.ready:
-		return nil
 	default:
 		return fmt.Errorf("%w: buckets and endpoints not set up yet", ErrNotReady)
 	}
+	if !s.nc.IsConnected() {
+		return fmt.Errorf("%w: not connected to NATS (%s)", ErrNotReady, s.nc.Status())
+	}
+	return nil
 }
 
 // Run provisions the buckets (unless turned off), seeds empty ones, serves
