@@ -1,9 +1,11 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nlocalmodels/orchestrator/pkg/bus"
+	"github.com/nlocalmodels/orchestrator/pkg/catalog"
 	"github.com/nlocalmodels/orchestrator/pkg/events"
 	"github.com/nlocalmodels/orchestrator/services/orchestrator/internal/eventlog"
 )
@@ -24,6 +27,27 @@ func (a *app) eventsCmd() *cobra.Command {
 	}
 	cmd.AddCommand(a.eventsTailCmd(), a.eventsReplayCmd())
 	return cmd
+}
+
+// noteUnknownCategory warns when --category names no category the registry
+// holds (a typo would otherwise show nothing, or wait forever in tail). It
+// stays quiet when the registry cannot be asked: the stream is what counts.
+func (a *app) noteUnknownCategory(ctx context.Context, nc *nats.Conn, category string) {
+	if category == "" {
+		return
+	}
+	var cats []catalog.Category
+	if err := a.request(ctx, nc, registrySubject("categories.list"), nil, &cats); err != nil {
+		return
+	}
+	names := make([]string, len(cats))
+	for i, c := range cats {
+		if c.Name == category {
+			return
+		}
+		names[i] = c.Name
+	}
+	fmt.Fprintf(a.stderr, "note: the registry has no category %q (it has %s); only events recorded under that name will show\n", category, strings.Join(names, ", "))
 }
 
 // eventPrinter writes events as table lines (header first) or JSON lines.
@@ -78,7 +102,8 @@ telemetry). --json prints each event as one JSON line.`,
 				return usage(cmd, "-n %d must not be negative", count)
 			}
 			ctx := cmd.Context()
-			return a.withJetStream(ctx, "events tail", func(_ *nats.Conn, js jetstream.JetStream) error {
+			return a.withJetStream(ctx, "events tail", func(nc *nats.Conn, js jetstream.JetStream) error {
+				a.noteUnknownCategory(ctx, nc, category)
 				p := &eventPrinter{w: a.stdout, errw: a.stderr, json: a.json}
 				seen := 0
 				what := "every category"
@@ -191,7 +216,8 @@ JSON line, with the decision's inputs.`,
 				return err
 			}
 			ctx := cmd.Context()
-			return a.withJetStream(ctx, "events replay", func(_ *nats.Conn, js jetstream.JetStream) error {
+			return a.withJetStream(ctx, "events replay", func(nc *nats.Conn, js jetstream.JetStream) error {
+				a.noteUnknownCategory(ctx, nc, category)
 				p := &eventPrinter{w: a.stdout, errw: a.stderr, json: a.json}
 				prog := newProgress(a.stderr)
 				shown := 0

@@ -61,6 +61,7 @@ func TestEventsReplay(t *testing.T) {
 	}{
 		{name: "last hour", args: []string{"--since", "1h"}, wantIDs: []string{"req-0", "req-1", "req-2", "req-3"}, stderr: []string{"replayed 4 of 4 events, 4 shown"}},
 		{name: "one category", args: []string{"--since", "1h", "--category", "code"}, wantIDs: []string{"req-0", "req-2"}, stderr: []string{"2 shown"}},
+		{name: "a category the registry lacks", args: []string{"--since", "1h", "--category", "cooking"}, stderr: []string{`no category "cooking"`, "code", "0 shown"}},
 		{
 			name:   "RFC 3339 window before the decisions",
 			args:   []string{"--since", before.Add(-time.Hour).Format(time.RFC3339), "--until", before.Add(-time.Minute).Format(time.RFC3339)},
