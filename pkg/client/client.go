@@ -53,11 +53,26 @@ type ServiceError struct {
 	Description string
 	// NoCandidate, on 422, counts what each filter rejected.
 	NoCandidate *selection.NoCandidateError
-	sentinel    error
 }
 
-func (e *ServiceError) Error() string { return e.sentinel.Error() + ": " + e.Description }
-func (e *ServiceError) Unwrap() error { return e.sentinel }
+func (e *ServiceError) Error() string { return e.Unwrap().Error() + ": " + e.Description }
+
+// Unwrap is the sentinel of Code (ErrInternal for a code the selector does
+// not send).
+func (e *ServiceError) Unwrap() error {
+	switch e.Code {
+	case bus.CodeBadRequest:
+		return ErrBadRequest
+	case bus.CodeNotFound:
+		return ErrNotFound
+	case bus.CodeUnprocessable:
+		return ErrNoCandidate
+	case bus.CodeNotReady:
+		return ErrNotReady
+	default:
+		return ErrInternal
+	}
+}
 
 // Client sends selection requests. It is safe for concurrent use.
 type Client struct {
@@ -111,23 +126,14 @@ func (c *Client) Select(ctx context.Context, req selection.Request) (*selection.
 	if err := json.Unmarshal(msg.Data, &rep); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadReply, err)
 	}
+	if rep.ModelID == "" || rep.EventID == "" { // JSON, but no selection-reply ("null", "{}")
+		return nil, fmt.Errorf("%w: no model_id or event_id in %.100q", ErrBadReply, msg.Data)
+	}
 	return &rep, nil
 }
 
 func serviceError(code string, msg *nats.Msg) error {
 	e := &ServiceError{Code: code, Description: msg.Header.Get(micro.ErrorHeader)}
-	switch code {
-	case bus.CodeBadRequest:
-		e.sentinel = ErrBadRequest
-	case bus.CodeNotFound:
-		e.sentinel = ErrNotFound
-	case bus.CodeUnprocessable:
-		e.sentinel = ErrNoCandidate
-	case bus.CodeNotReady:
-		e.sentinel = ErrNotReady
-	default:
-		e.sentinel = ErrInternal
-	}
 	var body struct {
 		NoCandidate *selection.NoCandidateError `json:"no_candidate"`
 	}

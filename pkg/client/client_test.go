@@ -20,12 +20,16 @@ func fakeSelector(req micro.Request) {
 	_ = json.Unmarshal(req.Data(), &r)
 	switch r.TaskCategory {
 	case "code":
-		data, _ := json.Marshal(selection.Reply{ModelID: "m1", TaskCategory: "code", GPU: &selection.GPURef{Host: "a", Index: 1}})
+		data, _ := json.Marshal(selection.Reply{ModelID: "m1", EventID: "e1", TaskCategory: "code", GPU: &selection.GPURef{Host: "a", Index: 1}})
 		_ = req.Respond(data)
 	case "slow":
 		time.Sleep(300 * time.Millisecond)
 	case "garbage":
 		_ = req.Respond([]byte("{not json"))
+	case "null":
+		_ = req.Respond([]byte("null"))
+	case "empty":
+		_ = req.Respond([]byte("{}"))
 	case "bad":
 		_ = req.Error(bus.CodeBadRequest, "task_category is empty", nil)
 	case "unknown":
@@ -61,6 +65,8 @@ func TestSelect(t *testing.T) {
 		{"warming", ErrNotReady, "503"},
 		{"teapot", ErrInternal, "418"},
 		{"garbage", ErrBadReply, ""},
+		{"null", ErrBadReply, ""},
+		{"empty", ErrBadReply, ""},
 		{"slow", ErrTimeout, ""}, // last: the handler is serial and stays busy
 	}
 	for _, tt := range tests {
@@ -87,4 +93,27 @@ func TestSelect(t *testing.T) {
 			t.Fatalf("err = %v, want ErrNoSelector", err)
 		}
 	})
+}
+
+// A ServiceError built by hand (a caller's test fake) reads and unwraps by
+// its code.
+func TestServiceErrorByCode(t *testing.T) {
+	tests := []struct {
+		code string
+		want error
+	}{
+		{bus.CodeBadRequest, ErrBadRequest},
+		{bus.CodeNotFound, ErrNotFound},
+		{bus.CodeUnprocessable, ErrNoCandidate},
+		{bus.CodeNotReady, ErrNotReady},
+		{"", ErrInternal},
+	}
+	for _, tt := range tests {
+		t.Run(tt.code, func(t *testing.T) {
+			err := &ServiceError{Code: tt.code, Description: "x"}
+			if !errors.Is(err, tt.want) || err.Error() != tt.want.Error()+": x" {
+				t.Fatalf("%q: %v, want %v", tt.code, err, tt.want)
+			}
+		})
+	}
 }

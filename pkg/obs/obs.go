@@ -121,7 +121,10 @@ func (s *Server) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 5 * time.Second}
+	// A scrape, a probe or a dashboard read is short: idle keep-alive
+	// connections and slow clients are let go rather than held forever.
+	// WriteTimeout stays above the sink's request bound (30 s by default).
+	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 5 * time.Second, IdleTimeout: time.Minute, WriteTimeout: time.Minute}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(s.listener) }()
 	select {

@@ -57,6 +57,12 @@ func (s *Service) DashboardHandler() http.Handler {
 	for path, h := range api {
 		mux.HandleFunc("GET "+path, func(w http.ResponseWriter, r *http.Request) { s.serveAPI(w, r, h) })
 	}
+	// Any other API path answers like the others: a JSON error body.
+	mux.HandleFunc("GET /api/", func(w http.ResponseWriter, r *http.Request) {
+		s.serveAPI(w, r, func(r *http.Request) (any, error) {
+			return nil, fmt.Errorf("%w: %s (see /api/reports for the report names)", ErrUnknownPath, r.URL.Path)
+		})
+	})
 	return mux
 }
 
@@ -90,7 +96,7 @@ func (s *Service) serveAPI(w http.ResponseWriter, r *http.Request, h func(*http.
 			ev = s.log.Error()
 		}
 		ev.Err(err).Str("path", r.URL.Path).Int("status", status).Msg("dashboard API request failed")
-		body, _ = json.Marshal(bus.ErrorBody{Error: err.Error()}) // a struct of one string always encodes
+		body, _ = json.Marshal(bus.ErrorBody{Error: publicMessage(err, code)}) // a struct of one string always encodes
 	}
 	hdr := w.Header()
 	hdr.Set("Content-Type", "application/json")

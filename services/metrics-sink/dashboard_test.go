@@ -304,8 +304,10 @@ func TestDashboardPageIsOffline(t *testing.T) {
 	}
 }
 
-// TestDashboardDatabaseDown: reads that need the database answer 503 with
-// the reason; the GPU view and the stats, which do not, still answer.
+// TestDashboardDatabaseDown: reads that need the database answer 503 naming
+// the kind of failure, not its detail (which stays in the log); the GPU
+// view and the stats, which do not need the database, still answer; an
+// unknown API path is a JSON 404 like the others.
 func TestDashboardDatabaseDown(t *testing.T) {
 	_, nc := natstest.Start(t)
 	st, _ := sqliteStore(t)
@@ -320,6 +322,8 @@ func TestDashboardDatabaseDown(t *testing.T) {
 		{"/api/series", 503},
 		{"/api/reports/" + ReportPerformanceByCategory, 503},
 		{"/api/reports/nope", 404},
+		{"/api/nope", 404},
+		{"/api/reports/", 404},
 		{"/api/gpus", 200},
 		{"/api/stats", 200},
 		{"/api/reports", 200},
@@ -330,8 +334,14 @@ func TestDashboardDatabaseDown(t *testing.T) {
 			if status != tt.status {
 				t.Fatalf("status %d, want %d\n%s", status, tt.status, body)
 			}
-			if status == 503 {
-				errorBody(errDown.Error())(t, h, body)
+			switch status {
+			case 503:
+				errorBody(ErrUnavailable.Error())(t, h, body)
+				if strings.Contains(string(body), errDown.Error()) {
+					t.Fatalf("the body carries the database's own error: %s", body)
+				}
+			case 404:
+				errorBody("")(t, h, body)
 			}
 		})
 	}

@@ -48,6 +48,8 @@ var (
 	ErrBadRequest = errors.New("metricssink: bad request")
 	// ErrUnavailable (503): the database failed to answer.
 	ErrUnavailable = errors.New("metricssink: database unavailable")
+	// ErrUnknownPath (404): no dashboard API under that path.
+	ErrUnknownPath = errors.New("metricssink: no such API path")
 	// ErrEncodeReply (500): the answer could not be encoded as JSON.
 	ErrEncodeReply = errors.New("metricssink: cannot encode reply")
 	// ErrRequest: a client request failed; every client helper error wraps

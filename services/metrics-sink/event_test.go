@@ -26,6 +26,9 @@ func TestDecodeEvent(t *testing.T) {
 		{"no selected_model", `{"event_id":"e","timestamp":"2025-01-01T00:00:00Z","task_category":"code"}`, ErrBadEvent},
 		{"year 10000 in UTC", `{"event_id":"e","timestamp":"9999-12-31T23:30:00-01:00","task_category":"code","selected_model":"m"}`, ErrBadEvent},
 		{"year 0 in UTC", `{"event_id":"e","timestamp":"0001-01-01T00:30:00+01:00","task_category":"code","selected_model":"m"}`, ErrBadEvent},
+		{"a score beyond 1", `{"event_id":"e","timestamp":"2025-01-01T00:00:00Z","task_category":"code","selected_model":"m","final_score":1.7e308}`, ErrBadEvent},
+		{"a negative duration", `{"event_id":"e","timestamp":"2025-01-01T00:00:00Z","task_category":"code","selected_model":"m","selection_duration_ms":-1}`, ErrBadEvent},
+		{"a negative gpu_id", `{"event_id":"e","timestamp":"2025-01-01T00:00:00Z","task_category":"code","selected_model":"m","gpu_id":-3}`, ErrBadEvent},
 		{"minimal", `{"event_id":"e","timestamp":"2025-01-01T00:00:00Z","task_category":"code","selected_model":"m"}`, nil},
 	}
 	for _, c := range cases {

@@ -12,6 +12,9 @@ import (
 // epoch second of each row), and a chart has at most MaxSeriesBuckets.
 const (
 	MaxSeriesBuckets = 1440
+	// MaxSeriesWindow bounds a chart's window (a month): longer ones would
+	// scan rows by the million on a request anyone may send.
+	MaxSeriesWindow = 31 * 24 * time.Hour
 	// DefaultSeriesWindow and DefaultSeriesStep are the dashboard's view.
 	DefaultSeriesWindow = 15 * time.Minute
 	DefaultSeriesStep   = 30 * time.Second
@@ -31,6 +34,9 @@ type SeriesQuery struct {
 func SeriesEnding(now time.Time, window, step time.Duration) (SeriesQuery, error) {
 	if step <= 0 || window < step {
 		return SeriesQuery{}, fmt.Errorf("%w: window %s must be at least one step (%s, positive)", ErrBadSeries, window, step)
+	}
+	if window > MaxSeriesWindow { // a chart, not a scan of years of rows
+		return SeriesQuery{}, fmt.Errorf("%w: window %s is longer than %s", ErrBadSeries, window, MaxSeriesWindow)
 	}
 	n := (window + step - 1) / step
 	if n > MaxSeriesBuckets {

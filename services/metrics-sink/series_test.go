@@ -28,6 +28,8 @@ func TestSeriesEnding(t *testing.T) {
 		{"step below a second", time.Minute, 500 * time.Millisecond, time.Time{}, 0, ErrBadSeries},
 		{"step not whole seconds", time.Minute, 1500 * time.Millisecond, time.Time{}, 0, ErrBadSeries},
 		{"zero step", time.Minute, 0, time.Time{}, 0, ErrBadSeries},
+		{"ten years in few buckets", 87600 * time.Hour, 61 * time.Hour, time.Time{}, 0, ErrBadSeries},
+		{"the longest window", MaxSeriesWindow, 24 * time.Hour, time.Date(2025, 12, 3, 0, 0, 0, 0, time.UTC), 31, nil},
 		{"window shorter than the step", time.Second, time.Minute, time.Time{}, 0, ErrBadSeries},
 	}
 	for _, tt := range tests {

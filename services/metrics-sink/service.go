@@ -66,8 +66,25 @@ var errorCodes = []struct {
 }{
 	{bus.CodeBadRequest, ErrBadRequest},
 	{bus.CodeNotFound, ErrUnknownReport},
+	{bus.CodeNotFound, ErrUnknownPath},
 	{bus.CodeNotReady, ErrUnavailable},
 	{bus.CodeInternal, ErrEncodeReply},
+}
+
+// publicMessage is what a dashboard API caller reads: the error itself,
+// except for a server-side failure, whose detail (a database URL, a file
+// path, driver text) stays in the log and the caller gets its kind. The
+// micro endpoints, which NATS accounts guard, keep the detail for operators.
+func publicMessage(err error, code string) string {
+	if code < "500" {
+		return err.Error()
+	}
+	for _, c := range errorCodes {
+		if c.code == code && errors.Is(err, c.err) {
+			return c.err.Error() + " (the metrics-sink log has the details)"
+		}
+	}
+	return "metricssink: internal error (the metrics-sink log has the details)"
 }
 
 // codeOf is the micro error code of a handler error.

@@ -3,6 +3,7 @@ package metricssink
 import (
 	"context"
 	"fmt"
+	"math"
 	"regexp"
 	"strings"
 	"time"
@@ -168,6 +169,31 @@ func validateEvent(ev *events.SelectionEvent) error {
 	}
 	if len(missing) > 0 {
 		return fmt.Errorf("%w: event %q lacks %s", ErrBadEvent, ev.EventID, strings.Join(missing, ", "))
+	}
+	// The numeric columns hold what the event schema allows: a 1e308 score
+	// would overflow every AVG a report takes over it.
+	var bad []string
+	for _, f := range []struct {
+		name   string
+		v      float64
+		lo, hi float64
+	}{
+		{"confidence_score", ev.ConfidenceScore, 0, 1},
+		{"final_score", ev.FinalScore, 0, 1},
+		{"scores.quality", ev.Scores.Quality, 0, 1},
+		{"scores.placement", ev.Scores.Placement, 0, 1},
+		{"selection_duration_ms", ev.SelectionDurationMs, 0, math.MaxFloat32},
+		{"telemetry_age_ms", ev.TelemetryAgeMs, -1, math.MaxFloat32},
+	} {
+		if !(f.v >= f.lo && f.v <= f.hi) {
+			bad = append(bad, fmt.Sprintf("%s %v outside %v..%v", f.name, f.v, f.lo, f.hi))
+		}
+	}
+	if ev.GPUID != nil && *ev.GPUID < 0 {
+		bad = append(bad, fmt.Sprintf("gpu_id %d is negative", *ev.GPUID))
+	}
+	if len(bad) > 0 {
+		return fmt.Errorf("%w: event %q: %s", ErrBadEvent, ev.EventID, strings.Join(bad, "; "))
 	}
 	// The column holds the UTC time: one in another year than 1..9999 there
 	// could not be read back (a valid "9999-12-31T23:30:00-01:00" is year
