@@ -29,7 +29,7 @@ const dashboardCSP = "default-src 'none'; script-src 'unsafe-inline'; style-src 
 //
 //	/api/gpus                          GPUView: every GPU's latest sample, stale and unhealthy marked
 //	/api/recent?limit=N                []Row, newest first (N in 1..MaxRecentLimit, default DefaultRecentLimit)
-//	/api/series?window=15m&step=30s    Series of the window ending now (step whole seconds)
+//	/api/series?window=15m&step=30s    Series of the window ending now (step whole seconds, window at most 31 days)
 //	/api/reports                       []ReportInfo
 //	/api/reports/{name}                ReportResult (404 for an unknown name)
 //	/api/stats                         Stats
