@@ -221,6 +221,10 @@ func TestWeightsSetChangesSelection(t *testing.T) {
 			}
 		})
 	}
+	// Weight 0 removes the benchmark and its rationale: the rationale is shown.
+	r = ts.run(t, "weights", "set", "general", "TruthfulQA", "0")
+	mustContain(t, "weights set 0", r.stdout, "TruthfulQA 5 -> removed")
+	mustContain(t, "weights set 0 stderr", r.stderr, "rationale went with it", "misconceptions")
 }
 
 // TestConfigRollback is the seed's rollback plan: one command turns GPU

@@ -60,7 +60,7 @@ from the category (a category must keep at least one weight).`,
 			}
 			ctx := cmd.Context()
 			return a.withConn(ctx, "weights set", func(nc *nats.Conn) error {
-				before, _ := a.weightOf(ctx, nc, args[0], args[1])
+				before, rationale, _ := a.weightOf(ctx, nc, args[0], args[1])
 				var c catalog.Category
 				req := registry.WeightRequest{Category: args[0], Benchmark: args[1], Weight: &w}
 				if err := a.request(ctx, nc, registrySubject("weights.set"), req, &c); err != nil {
@@ -75,6 +75,9 @@ from the category (a category must keep at least one weight).`,
 					after = fmtFloat(w)
 				}
 				fmt.Fprintf(a.stdout, "%s: %s %s -> %s\n", c.Name, args[1], before, after)
+				if w == 0 && rationale != "" { // it goes with the weight: show it, to put back by hand
+					fmt.Fprintf(a.stderr, "note: its rationale went with it: %q\n", rationale)
+				}
 				return a.printWeights([]catalog.Category{c})
 			})
 		},
@@ -82,17 +85,17 @@ from the category (a category must keep at least one weight).`,
 	return cmd
 }
 
-// weightOf is the current weight of a benchmark in a category, for showing
-// what set changed ("unweighted" when it has none).
-func (a *app) weightOf(ctx context.Context, nc *nats.Conn, category, benchmark string) (string, error) {
+// weightOf is the current weight of a benchmark in a category ("unweighted"
+// when it has none) and its rationale, for showing what set changed.
+func (a *app) weightOf(ctx context.Context, nc *nats.Conn, category, benchmark string) (weight, rationale string, err error) {
 	var c catalog.Category
 	if err := a.request(ctx, nc, registrySubject("categories.get"), registry.NameRequest{Name: category}, &c); err != nil {
-		return "?", err
+		return "?", "", err
 	}
 	if w, ok := c.Weights[benchmark]; ok {
-		return fmtFloat(w), nil
+		return fmtFloat(w), c.Rationale[benchmark], nil
 	}
-	return "unweighted", nil
+	return "unweighted", "", nil
 }
 
 func (a *app) printWeights(cats []catalog.Category) error {
