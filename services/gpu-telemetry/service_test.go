@@ -78,6 +78,8 @@ type fakeClock struct {
 	t     time.Time
 	waits chan time.Duration
 	wake  chan time.Time
+	// woke is the time next last woke Run at: reads after it move t on.
+	woke time.Time
 }
 
 func newFakeClock() *fakeClock {
@@ -110,8 +112,19 @@ func (c *fakeClock) next(t *testing.T) time.Duration {
 	t.Helper()
 	d := <-c.waits
 	c.advance(d)
-	c.wake <- c.now()
+	at := c.now()
+	c.mu.Lock()
+	c.woke = at
+	c.mu.Unlock()
+	c.wake <- at
 	return d
+}
+
+// wokeAt is when next last woke Run.
+func (c *fakeClock) wokeAt() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.woke
 }
 
 type harness struct {
@@ -353,7 +366,8 @@ func TestCadenceDoesNotDrift(t *testing.T) {
 		if got := clk.next(t); got != want {
 			t.Fatalf("wait %d = %s, want %s", k, got, want)
 		}
-		if at := clk.now().Sub(start); at != wantAt[k] {
+		// when it woke: the next tick's read may already have moved the clock
+		if at := clk.wokeAt().Sub(start); at != wantAt[k] {
 			t.Fatalf("tick %d at %s, want %s", k+1, at, wantAt[k])
 		}
 	}
