@@ -25,10 +25,13 @@ import (
 func serving(t *testing.T, nc *nats.Conn, st Store) *running {
 	t.Helper()
 	r := start(t, testConfig(), natstest.JetStream(t, nc), st)
-	waitFor(t, "the endpoints", func() bool {
-		_, err := ListReports(testCtx(t), nc)
-		return err == nil
-	})
+	// Every endpoint, not just one: Run adds them one after another.
+	for _, ep := range r.svc.endpoints() {
+		waitFor(t, "endpoint "+ep.subject, func() bool {
+			_, err := nc.RequestWithContext(testCtx(t), ep.subject, nil)
+			return !errors.Is(err, nats.ErrNoResponders)
+		})
+	}
 	return r
 }
 
