@@ -218,12 +218,16 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	s.consuming.Store(true)
-	defer s.consuming.Store(false)
 	svc, err := s.startService(ctx)
 	if err != nil {
 		return err
 	}
+	// Ready (Check) once the server holds every endpoint's subscription.
+	if err := s.js.Conn().FlushTimeout(s.cfg.RequestTimeout); err != nil {
+		s.log.Warn().Err(err).Msg("flush after adding the endpoints")
+	}
+	s.consuming.Store(true)
+	defer s.consuming.Store(false)
 	defer func() {
 		if serr := svc.Stop(); serr != nil {
 			err = errors.Join(err, fmt.Errorf("%w: stop %s: %w", ErrService, ServiceName, serr))
