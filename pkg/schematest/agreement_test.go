@@ -400,76 +400,52 @@ func TestModeEnum(t *testing.T) {
 }
 
 // Config.Validate bounds what the schema bounds, so that a config built in
-// Go cannot hold what a stored one may not.
-func TestConfigBoundsMatchTheSchema(t *testing.T) {
-	src, err := schemas.Source(schemas.SelectionConfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc struct {
-		Properties map[string]struct {
-			Maximum *float64 `json:"maximum"`
-		} `json:"properties"`
-		Defs map[string]struct {
-			Maximum *float64 `json:"maximum"`
-		} `json:"$defs"`
-	}
-	if err := json.Unmarshal(src, &doc); err != nil {
-		t.Fatal(err)
-	}
+// Go cannot hold what a stored one may not; the agent refuses readings
+// beyond the bounds the sample's schema sets.
+func TestGoBoundsMatchTheSchemas(t *testing.T) {
 	tests := []struct {
-		where string
-		max   *float64
-		want  float64
+		schema schemas.Name
+		// want maps "properties/NAME" or "$defs/NAME" to the Go bound.
+		want map[string]float64
 	}{
-		{"stale_after_ms", doc.Properties["stale_after_ms"].Maximum, selection.MaxDurationMs},
-		{"reservation_ttl_ms", doc.Properties["reservation_ttl_ms"].Maximum, selection.MaxDurationMs},
-		{"max_temperature_c", doc.Properties["max_temperature_c"].Maximum, selection.MaxTemperatureBoundC},
-		{"ideal_temperature_c", doc.Properties["ideal_temperature_c"].Maximum, selection.MaxTemperatureBoundC},
-		{"alternatives", doc.Properties["alternatives"].Maximum, selection.MaxAlternatives},
-		{"$defs/placement_weight", doc.Defs["placement_weight"].Maximum, selection.MaxPlacementWeight},
+		{schemas.SelectionConfig, map[string]float64{
+			"properties/stale_after_ms":      selection.MaxDurationMs,
+			"properties/reservation_ttl_ms":  selection.MaxDurationMs,
+			"properties/max_temperature_c":   selection.MaxTemperatureBoundC,
+			"properties/ideal_temperature_c": selection.MaxTemperatureBoundC,
+			"properties/alternatives":        selection.MaxAlternatives,
+			"$defs/placement_weight":         selection.MaxPlacementWeight,
+		}},
+		{schemas.GPUSample, map[string]float64{
+			"properties/temperature_c": telemetry.MaxTemperatureC,
+			"$defs/memory_mb":          telemetry.MaxMemoryMB,
+			"$defs/pct":                telemetry.MaxPct,
+			"$defs/watts":              telemetry.MaxWatts,
+		}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.where, func(t *testing.T) {
-			if tt.max == nil || *tt.max != tt.want {
-				t.Fatalf("schema maximum %v, Go bound %v", tt.max, tt.want)
-			}
-		})
-	}
-}
-
-// The agent refuses readings beyond the bounds the sample's schema sets.
-func TestSampleBoundsMatchTheSchema(t *testing.T) {
-	src, err := schemas.Source(schemas.GPUSample)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc struct {
-		Properties map[string]struct {
+		src, err := schemas.Source(tt.schema)
+		if err != nil {
+			t.Fatal(err)
+		}
+		type bounded map[string]struct {
 			Maximum *float64 `json:"maximum"`
-		} `json:"properties"`
-		Defs map[string]struct {
-			Maximum *float64 `json:"maximum"`
-		} `json:"$defs"`
-	}
-	if err := json.Unmarshal(src, &doc); err != nil {
-		t.Fatal(err)
-	}
-	tests := []struct {
-		where string
-		max   *float64
-		want  float64
-	}{
-		{"temperature_c", doc.Properties["temperature_c"].Maximum, telemetry.MaxTemperatureC},
-		{"$defs/memory_mb", doc.Defs["memory_mb"].Maximum, telemetry.MaxMemoryMB},
-		{"$defs/pct", doc.Defs["pct"].Maximum, telemetry.MaxPct},
-		{"$defs/watts", doc.Defs["watts"].Maximum, telemetry.MaxWatts},
-	}
-	for _, tt := range tests {
-		t.Run(tt.where, func(t *testing.T) {
-			if tt.max == nil || *tt.max != tt.want {
-				t.Fatalf("schema maximum %v, Go bound %v", tt.max, tt.want)
-			}
-		})
+		}
+		var sections struct {
+			Properties bounded `json:"properties"`
+			Defs       bounded `json:"$defs"`
+		}
+		if err := json.Unmarshal(src, &sections); err != nil {
+			t.Fatal(err)
+		}
+		doc := map[string]bounded{"properties": sections.Properties, "$defs": sections.Defs}
+		for where, want := range tt.want {
+			t.Run(string(tt.schema)+"/"+where, func(t *testing.T) {
+				section, name, _ := strings.Cut(where, "/")
+				if got := doc[section][name].Maximum; got == nil || *got != want {
+					t.Fatalf("schema maximum %v, Go bound %v", got, want)
+				}
+			})
+		}
 	}
 }
