@@ -177,6 +177,15 @@ func connOptions(cfg ConnConfig, name string) ([]nats.Option, error) {
 // drainPoll is how often Drain looks whether the connection has closed.
 const drainPoll = 10 * time.Millisecond
 
+// Connected is nil while nc is up, else an error wrapping ErrDisconnected
+// that says its state: the services' readiness checks use it.
+func Connected(nc *nats.Conn) error {
+	if nc.IsConnected() {
+		return nil
+	}
+	return fmt.Errorf("%w (%s)", ErrDisconnected, nc.Status())
+}
+
 // Drain lets nc deliver what its subscriptions hold and flush what was
 // published, then close; past timeout it closes nc anyway. Services call it
 // on shutdown so that no reply or sample is lost.

@@ -259,3 +259,19 @@ func TestDrain(t *testing.T) {
 		})
 	}
 }
+
+func TestConnected(t *testing.T) {
+	s := startServer(t)
+	nop := zerolog.Nop()
+	nc, err := bus.Connect(testCtx(t), bus.ConnConfig{URL: s.ClientURL(), Logger: &nop}, "connected")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.Connected(nc); err != nil {
+		t.Fatalf("open connection: %v", err)
+	}
+	nc.Close()
+	if err := bus.Connected(nc); !errors.Is(err, bus.ErrDisconnected) || !strings.Contains(err.Error(), "CLOSED") {
+		t.Fatalf("closed connection: %v, want ErrDisconnected naming CLOSED", err)
+	}
+}

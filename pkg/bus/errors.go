@@ -10,6 +10,8 @@ var (
 	ErrConnect = errors.New("bus: cannot connect to NATS")
 	// ErrDrain: a connection did not drain cleanly in time and was closed.
 	ErrDrain = errors.New("bus: NATS drain incomplete")
+	// ErrDisconnected: the connection is not up (reconnecting or closed).
+	ErrDisconnected = errors.New("bus: not connected to NATS")
 	// ErrProvision: a stream or bucket could not be created or updated.
 	ErrProvision = errors.New("bus: cannot provision JetStream")
 	// ErrEmbeddedServer: the in-process NATS server could not start.

@@ -184,8 +184,9 @@ func (s *Service) Check() error {
 		return fmt.Errorf("%w: GPU source closed", ErrNotReady)
 	case s.published.Load() == 0:
 		return fmt.Errorf("%w: no GPU sample published yet", ErrNotReady)
-	case !s.nc.IsConnected(): // samples are only buffered meanwhile
-		return fmt.Errorf("%w: not connected to NATS (%s)", ErrNotReady, s.nc.Status())
+	}
+	if err := bus.Connected(s.nc); err != nil { // samples are only buffered meanwhile
+		return fmt.Errorf("%w: %w", ErrNotReady, err)
 	}
 	return nil
 }

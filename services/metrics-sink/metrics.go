@@ -59,8 +59,8 @@ func (s *Service) Check() error {
 	if !s.consuming.Load() {
 		return fmt.Errorf("%w: no consumer %s on %s (Run has not started it, or has stopped)", ErrNotReady, bus.SinkConsumer, bus.SelectionStream)
 	}
-	if nc := s.js.Conn(); !nc.IsConnected() {
-		return fmt.Errorf("%w: not connected to NATS (%s)", ErrNotReady, nc.Status())
+	if err := bus.Connected(s.js.Conn()); err != nil {
+		return fmt.Errorf("%w: %w", ErrNotReady, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
 	defer cancel()

@@ -116,8 +116,8 @@ func (s *Service) Check() error {
 	default:
 		return fmt.Errorf("%w: buckets and endpoints not set up yet", ErrNotReady)
 	}
-	if !s.nc.IsConnected() {
-		return fmt.Errorf("%w: not connected to NATS (%s)", ErrNotReady, s.nc.Status())
+	if err := bus.Connected(s.nc); err != nil {
+		return fmt.Errorf("%w: %w", ErrNotReady, err)
 	}
 	return nil
 }
@@ -265,17 +265,19 @@ func (s *Service) serve(ctx context.Context, ep endpoint, req micro.Request) {
 // anyway (a writer ignoring the lease) it starts over from a fresh read, up
 // to maxWriteAttempts times. It returns the new revision of each op.
 func (s *Service) write(ctx context.Context, what string, plan func(ctx context.Context) ([]op, error)) ([]uint64, error) {
-	if _, ok := ctx.Deadline(); !ok { // seeding at start: bounded like a request
+	deadline, ok := ctx.Deadline()
+	if !ok { // seeding at start: bounded like a request
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
 		defer cancel()
+		deadline, _ = ctx.Deadline()
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if ops, err := plan(ctx); err != nil || len(ops) == 0 {
 		return nil, err
 	}
-	release, err := s.st.lockWrites(ctx, s.writer)
+	release, err := s.st.lockWrites(ctx, s.writer, deadline)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}

@@ -38,14 +38,10 @@ func writerName() string {
 	return host + "-" + strconv.Itoa(os.Getpid())
 }
 
-// lockWrites takes the cross-process write lease until ctx's deadline (a
-// holder that died mid-write blocks others until then at most) and returns
-// its release. It waits while another registry holds a live lease.
-func (st *store) lockWrites(ctx context.Context, holder string) (release func(), err error) {
-	until, ok := ctx.Deadline()
-	if !ok {
-		return nil, fmt.Errorf("%w: a registry write needs a deadline (it bounds the lease)", ErrUnavailable)
-	}
+// lockWrites takes the cross-process write lease until the write's deadline
+// (a holder that died mid-write blocks others until then at most) and
+// returns its release. It waits while another registry holds a live lease.
+func (st *store) lockWrites(ctx context.Context, holder string, until time.Time) (release func(), err error) {
 	value, err := json.Marshal(lease{Holder: holder, Until: until})
 	if err != nil {
 		return nil, err

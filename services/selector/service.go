@@ -145,8 +145,8 @@ func (s *Service) Check() error {
 	if snap := s.snap.Load(); snap == nil || snap.engine == nil {
 		return fmt.Errorf("%w: no valid registry loaded", ErrNotReady)
 	}
-	if !s.nc.IsConnected() {
-		return fmt.Errorf("%w: not connected to NATS (%s)", ErrNotReady, s.nc.Status())
+	if err := bus.Connected(s.nc); err != nil {
+		return fmt.Errorf("%w: %w", ErrNotReady, err)
 	}
 	return nil
 }
