@@ -7,8 +7,8 @@ import (
 	"time"
 )
 
-func TestDecodeEvent(t *testing.T) {
-	good, err := json.Marshal(makeEvent(1))
+func TestDecodeRecord(t *testing.T) {
+	good, err := json.MarshalIndent(makeEvent(1), "", "  ") // not the canonical layout
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,17 +28,25 @@ func TestDecodeEvent(t *testing.T) {
 		{"year 0 in UTC", `{"event_id":"e","timestamp":"0001-01-01T00:30:00+01:00","task_category":"code","selected_model":"m"}`, ErrBadEvent},
 		{"a score beyond 1", `{"event_id":"e","timestamp":"2025-01-01T00:00:00Z","task_category":"code","selected_model":"m","final_score":1.7e308}`, ErrBadEvent},
 		{"a negative duration", `{"event_id":"e","timestamp":"2025-01-01T00:00:00Z","task_category":"code","selected_model":"m","selection_duration_ms":-1}`, ErrBadEvent},
+		{"an offset Go cannot write back", `{"event_id":"e","timestamp":"2025-01-01T00:00:00+24:00","task_category":"code","selected_model":"m"}`, ErrBadEvent},
 		{"a negative gpu_id", `{"event_id":"e","timestamp":"2025-01-01T00:00:00Z","task_category":"code","selected_model":"m","gpu_id":-3}`, ErrBadEvent},
 		{"minimal", `{"event_id":"e","timestamp":"2025-01-01T00:00:00Z","task_category":"code","selected_model":"m"}`, nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			ev, err := DecodeEvent([]byte(c.data))
+			r, err := DecodeRecord([]byte(c.data))
 			if !errors.Is(err, c.wantErr) {
 				t.Fatalf("error = %v, want %v", err, c.wantErr)
 			}
-			if c.wantErr == nil && ev.EventID == "" {
+			if c.wantErr != nil {
+				return
+			}
+			if r.Event.EventID == "" {
 				t.Fatal("decoded event has no id")
+			}
+			// event_json is the event's own encoding, whatever the message's layout.
+			if want, _ := r.Event.AppendJSON(nil); string(r.JSON) != string(want) {
+				t.Fatalf("event_json\n got %s\nwant %s", r.JSON, want)
 			}
 		})
 	}

@@ -157,6 +157,20 @@ func makeEvent(i int) events.SelectionEvent {
 	return ev
 }
 
+// records makes the records the sink's decode stage would make of evs.
+func records(tb testing.TB, evs []events.SelectionEvent) []Record {
+	tb.Helper()
+	recs := make([]Record, len(evs))
+	for i, ev := range evs {
+		r, err := NewRecord(ev)
+		if err != nil {
+			tb.Fatalf("event %d: %v", i, err)
+		}
+		recs[i] = r
+	}
+	return recs
+}
+
 func makeEvents(from, n int) []events.SelectionEvent {
 	evs := make([]events.SelectionEvent, n)
 	for i := range evs {

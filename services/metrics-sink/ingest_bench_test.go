@@ -55,19 +55,19 @@ func BenchmarkIngest(b *testing.B) {
 	b.SetBytes(int64(size / batch))
 	b.ResetTimer()
 	n := 0
-	evs := make([]events.SelectionEvent, 0, batch)
+	recs := make([]Record, 0, batch)
 	for n < b.N {
-		evs = evs[:0]
+		recs = recs[:0]
 		for i := 0; i < batch && n < b.N; i++ {
-			ev, err := DecodeEvent(msgs[i])
+			r, err := DecodeRecord(msgs[i])
 			if err != nil {
 				b.Fatal(err)
 			}
-			ev.EventID = fmt.Sprintf("ev-%09d", n) // every row new
-			evs = append(evs, ev)
+			r.Event.EventID = fmt.Sprintf("ev-%09d", n) // every row new
+			recs = append(recs, r)
 			n++
 		}
-		if _, err := st.Insert(ctx, evs); err != nil {
+		if _, err := st.Insert(ctx, recs); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -21,7 +21,7 @@ func TestMetrics(t *testing.T) {
 	const n, dups = 40, 5
 	evs := makeEvents(0, n)
 	// Already stored: the sink counts them as duplicates, not rows.
-	if _, err := st.Insert(testCtx(t), evs[:dups]); err != nil {
+	if _, err := st.Insert(testCtx(t), records(t, evs[:dups])); err != nil {
 		t.Fatal(err)
 	}
 	publish(t, js, evs)

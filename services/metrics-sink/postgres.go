@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/nlocalmodels/orchestrator/pkg/events"
 	"github.com/nlocalmodels/orchestrator/pkg/selection"
 )
 
@@ -121,23 +120,19 @@ func (s *PostgresStore) migrate(ctx context.Context) error {
 	return nil
 }
 
-// Insert writes evs in one transaction, pipelined in one round trip; already
-// stored event ids are skipped. A value PostgreSQL refuses (a data exception,
-// such as a NUL byte in a string) or an event that cannot be written back as
-// JSON returns a *RowError naming the event.
-func (s *PostgresStore) Insert(ctx context.Context, evs []events.SelectionEvent) (int, error) {
-	if len(evs) == 0 {
+// Insert writes recs in one transaction, pipelined in one round trip;
+// already stored event ids are skipped. A value PostgreSQL refuses (a data
+// exception, such as a NUL byte in a string) returns a *RowError naming the
+// event.
+func (s *PostgresStore) Insert(ctx context.Context, recs []Record) (int, error) {
+	if len(recs) == 0 {
 		return 0, nil
 	}
 	fail := func(err error) (int, error) { return 0, fmt.Errorf("%w: %s: %w", ErrInsert, s.where, err) }
 	b := &pgx.Batch{}
 	q := insertSQL(true)
-	for i := range evs {
-		args, err := insertArgs(&evs[i], evs[i].Timestamp)
-		if err != nil {
-			return 0, &RowError{Index: i, EventID: evs[i].EventID, Err: err}
-		}
-		b.Queue(q, args...)
+	for i := range recs {
+		b.Queue(q, insertArgs(&recs[i], recs[i].Event.Timestamp)...)
 	}
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {
@@ -146,14 +141,15 @@ func (s *PostgresStore) Insert(ctx context.Context, evs []events.SelectionEvent)
 	defer func() { _ = tx.Rollback(ctx) }()
 	br := tx.SendBatch(ctx, b)
 	inserted := 0
-	for i := range evs {
+	for i := range recs {
 		tag, err := br.Exec()
 		if err != nil {
 			_ = br.Close()
+			id := recs[i].Event.EventID
 			if postgresRowFault(err) {
-				return 0, &RowError{Index: i, EventID: evs[i].EventID, Err: err}
+				return 0, &RowError{Index: i, EventID: id, Err: err}
 			}
-			return fail(fmt.Errorf("event %s: %w", evs[i].EventID, err))
+			return fail(fmt.Errorf("event %s: %w", id, err))
 		}
 		inserted += int(tag.RowsAffected())
 	}

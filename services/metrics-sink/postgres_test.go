@@ -12,7 +12,7 @@ func TestPostgresRefusedValue(t *testing.T) {
 	ctx := testCtx(t)
 	batch := makeEvents(0, 3)
 	batch[1].Reason = "bad \x00 byte"
-	_, err := s.Insert(ctx, batch)
+	_, err := s.Insert(ctx, records(t, batch))
 	var re *RowError
 	if !errors.As(err, &re) || !errors.Is(err, ErrBadRow) {
 		t.Fatalf("error = %v, want a *RowError wrapping ErrBadRow", err)
@@ -23,7 +23,7 @@ func TestPostgresRefusedValue(t *testing.T) {
 	if c, err := s.Count(ctx); err != nil || c != 0 {
 		t.Fatalf("Count = %d, %v; want 0 (rolled back)", c, err)
 	}
-	if n, err := s.Insert(ctx, append(batch[:1:1], batch[2])); err != nil || n != 2 {
+	if n, err := s.Insert(ctx, records(t, append(batch[:1:1], batch[2]))); err != nil || n != 2 {
 		t.Fatalf("Insert without the bad event = %d, %v; want 2", n, err)
 	}
 }

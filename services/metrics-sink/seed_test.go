@@ -44,7 +44,7 @@ func TestSeedSQLRunsOnSQLite(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = st.Close() }()
-	if _, err := st.Insert(ctx, reportData()); err != nil {
+	if _, err := st.Insert(ctx, records(t, reportData())); err != nil {
 		t.Fatal(err)
 	}
 	for name, q := range map[string]string{
@@ -68,7 +68,7 @@ func TestSQLiteFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { _ = st.Close() }()
-	if _, err := st.Insert(ctx, makeEvents(0, 1)); err != nil {
+	if _, err := st.Insert(ctx, records(t, makeEvents(0, 1))); err != nil {
 		t.Fatal(err)
 	}
 	cases := []struct {

@@ -129,7 +129,7 @@ func TestStoreSeries(t *testing.T) {
 			st := openStore(t, be.url(t))
 			q := SeriesQuery{From: time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC), Step: 10 * time.Second, Buckets: 12}
 			evs := seriesEvents(q, 400)
-			if _, err := st.Insert(testCtx(t), evs); err != nil {
+			if _, err := st.Insert(testCtx(t), records(t, evs)); err != nil {
 				t.Fatal(err)
 			}
 			got, err := st.Series(testCtx(t), q)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -16,7 +17,6 @@ import (
 	"github.com/rs/zerolog/log"
 
 	"github.com/nlocalmodels/orchestrator/pkg/bus"
-	"github.com/nlocalmodels/orchestrator/pkg/events"
 	"github.com/nlocalmodels/orchestrator/pkg/telemetry"
 )
 
@@ -302,10 +302,10 @@ func fetch(cons jetstream.Consumer, size int, wait time.Duration) ([]jetstream.M
 	return msgs, batch.Error()
 }
 
-// fetched is one batch of storable events and their messages, or the error
-// that ends Run.
+// fetched is one batch of storable records and their messages, or the
+// error that ends Run.
 type fetched struct {
-	evs  []events.SelectionEvent
+	recs []Record
 	msgs []jetstream.Msg
 	err  error
 }
@@ -318,7 +318,7 @@ func (s *Service) fetchBatches(ctx context.Context, cons func() jetstream.Consum
 	backoff := retryMin
 	for ctx.Err() == nil {
 		msgs, ferr := fetch(cons(), s.cfg.BatchSize, s.cfg.BatchWait)
-		if b := s.decode(msgs); len(b.evs) > 0 {
+		if b := s.decode(msgs); len(b.recs) > 0 {
 			out <- b
 		}
 		if ferr == nil {
@@ -339,8 +339,14 @@ func (s *Service) fetchBatches(ctx context.Context, cons func() jetstream.Consum
 	}
 }
 
-// decode turns fetched messages into events. Poison messages are terminated
-// and counted; they never hold the batch up.
+// decodeChunk is the fewest messages one decoding goroutine takes: below
+// it, starting one costs more than it saves.
+const decodeChunk = 128
+
+// decode turns fetched messages into records, on up to GOMAXPROCS
+// goroutines: decoding and encoding event_json cost about what the writer
+// spends on a row. Poison messages are terminated and counted; they never
+// hold the batch up.
 func (s *Service) decode(msgs []jetstream.Msg) fetched {
 	if len(msgs) == 0 {
 		return fetched{}
@@ -350,14 +356,27 @@ func (s *Service) decode(msgs []jetstream.Msg) fetched {
 		now := time.Now()
 		s.stats.update(func(st *Stats, _ *rateMeter) { st.ConsumerLag, st.LagUpdated = meta.NumPending, now })
 	}
-	b := fetched{evs: make([]events.SelectionEvent, 0, len(msgs)), msgs: make([]jetstream.Msg, 0, len(msgs))}
-	for _, m := range msgs {
-		ev, err := DecodeEvent(m.Data())
-		if err != nil {
-			s.poison(m, err)
+	recs := make([]Record, len(msgs))
+	errs := make([]error, len(msgs))
+	workers := min(runtime.GOMAXPROCS(0), (len(msgs)+decodeChunk-1)/decodeChunk)
+	per := (len(msgs) + workers - 1) / workers
+	var wg sync.WaitGroup
+	for lo := 0; lo < len(msgs); lo += per {
+		hi := min(lo+per, len(msgs))
+		wg.Go(func() {
+			for i := lo; i < hi; i++ {
+				recs[i], errs[i] = DecodeRecord(msgs[i].Data())
+			}
+		})
+	}
+	wg.Wait()
+	b := fetched{recs: recs[:0], msgs: make([]jetstream.Msg, 0, len(msgs))}
+	for i, m := range msgs {
+		if errs[i] != nil {
+			s.poison(m, errs[i])
 			continue
 		}
-		b.evs = append(b.evs, ev)
+		b.recs = append(b.recs, recs[i])
 		b.msgs = append(b.msgs, m)
 	}
 	return b
@@ -367,23 +386,23 @@ func (s *Service) decode(msgs []jetstream.Msg) fetched {
 // refuses is terminated as poison and the rest retried at once. It returns
 // an error only when the store failed, after naking the batch.
 func (s *Service) write(ctx context.Context, b fetched, nakDelay time.Duration) error {
-	evs, kept := b.evs, b.msgs
+	recs, kept := b.recs, b.msgs
 	// These messages are ours until AckWait: finishing the batch on shutdown
 	// saves their redelivery, so the commit outlives ctx (bounded by AckWait).
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.AckWait)
 	defer cancel()
-	for len(evs) > 0 {
-		n, err := s.store.Insert(wctx, evs)
+	for len(recs) > 0 {
+		n, err := s.store.Insert(wctx, recs)
 		var re *RowError
 		if errors.As(err, &re) && re.Index >= 0 && re.Index < len(kept) {
 			s.poison(kept[re.Index], err)
-			evs = slices.Delete(evs, re.Index, re.Index+1)
+			recs = slices.Delete(recs, re.Index, re.Index+1)
 			kept = slices.Delete(kept, re.Index, re.Index+1)
 			continue
 		}
 		if err != nil {
 			s.stats.update(func(st *Stats, _ *rateMeter) { st.StoreErrors++ })
-			s.log.Error().Err(err).Int("events", len(evs)).Dur("redeliver_in", nakDelay).Msg("batch not stored; naked for redelivery")
+			s.log.Error().Err(err).Int("events", len(recs)).Dur("redeliver_in", nakDelay).Msg("batch not stored; naked for redelivery")
 			for _, m := range kept {
 				if err := m.NakWithDelay(nakDelay); err != nil {
 					s.log.Warn().Err(err).Msg("nak failed; the message returns after ack wait")
@@ -400,12 +419,12 @@ func (s *Service) write(ctx context.Context, b fetched, nakDelay time.Duration) 
 		now := time.Now()
 		s.stats.update(func(st *Stats, m *rateMeter) {
 			st.Inserted += uint64(n)
-			st.Duplicates += uint64(len(evs) - n)
+			st.Duplicates += uint64(len(recs) - n)
 			st.Batches++
 			st.LastCommit = now
 			m.add(now, uint64(n))
 		})
-		s.log.Debug().Int("inserted", n).Int("duplicates", len(evs)-n).Msg("batch committed")
+		s.log.Debug().Int("inserted", n).Int("duplicates", len(recs)-n).Msg("batch committed")
 		return nil
 	}
 	return nil

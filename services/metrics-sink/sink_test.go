@@ -234,7 +234,7 @@ func TestSinkCommittedButNotAcked(t *testing.T) {
 	st, _ := sqliteStore(t)
 	const n = 100
 	evs := makeEvents(0, n)
-	if _, err := st.Insert(testCtx(t), evs[:n/2]); err != nil {
+	if _, err := st.Insert(testCtx(t), records(t, evs[:n/2])); err != nil {
 		t.Fatal(err)
 	}
 	publish(t, js, evs)
@@ -290,11 +290,11 @@ type flakyStore struct {
 
 var errDown = errors.New("database is down")
 
-func (f *flakyStore) Insert(ctx context.Context, evs []events.SelectionEvent) (int, error) {
+func (f *flakyStore) Insert(ctx context.Context, recs []Record) (int, error) {
 	if f.failures.Add(-1) >= 0 {
 		return 0, errDown
 	}
-	return f.Store.Insert(ctx, evs)
+	return f.Store.Insert(ctx, recs)
 }
 
 func TestSinkRetriesAfterStoreError(t *testing.T) {
@@ -319,13 +319,13 @@ type refusingStore struct {
 	bad string
 }
 
-func (r *refusingStore) Insert(ctx context.Context, evs []events.SelectionEvent) (int, error) {
-	for i, ev := range evs {
-		if ev.EventID == r.bad {
-			return 0, &RowError{Index: i, EventID: ev.EventID, Err: errors.New("invalid byte sequence")}
+func (r *refusingStore) Insert(ctx context.Context, recs []Record) (int, error) {
+	for i, rec := range recs {
+		if rec.Event.EventID == r.bad {
+			return 0, &RowError{Index: i, EventID: rec.Event.EventID, Err: errors.New("invalid byte sequence")}
 		}
 	}
-	return r.Store.Insert(ctx, evs)
+	return r.Store.Insert(ctx, recs)
 }
 
 func TestSinkRefusedEventIsTerminated(t *testing.T) {
@@ -348,13 +348,13 @@ type blockingStore struct {
 	release chan struct{}
 }
 
-func (b *blockingStore) Insert(ctx context.Context, evs []events.SelectionEvent) (int, error) {
+func (b *blockingStore) Insert(ctx context.Context, recs []Record) (int, error) {
 	select {
 	case <-b.release:
 	case <-ctx.Done():
 		return 0, ctx.Err()
 	}
-	return b.Store.Insert(ctx, evs)
+	return b.Store.Insert(ctx, recs)
 }
 
 // TestSinkReportsLag: while the database holds the first batch (and the

@@ -9,9 +9,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/nlocalmodels/orchestrator/pkg/events"
 	"github.com/nlocalmodels/orchestrator/pkg/selection"
 
 	// The pure-Go SQLite driver: the sink builds without cgo.
@@ -36,6 +37,22 @@ const sqlitePragmas = "_pragma=busy_timeout(5000)&_pragma=synchronous(FULL)&_txl
 // rather than hundreds, which took ingest from 14.5k to 20-23k rows/s
 // (BenchmarkIngest). An existing file keeps the page size it was made with.
 const sqlitePageSize = 65536
+
+// sqliteWALTruncateFrames is the WAL length (frames of one page, 64 MiB)
+// past which the checkpointer empties the WAL rather than only copying it
+// back: under steady writes the WAL may never be fully copied at the moment
+// a batch starts, which is when SQLite would restart it.
+const sqliteWALTruncateFrames = 1024
+
+// sqliteCheckpointBusyTimeout bounds how long a truncating checkpoint waits
+// for readers while it holds the write lock; a busy checkpoint is simply
+// tried again after the next commit.
+const sqliteCheckpointBusyTimeout = "_pragma=busy_timeout(1000)&_pragma=synchronous(FULL)"
+
+// sqliteWriterCacheKiB is the writer's page cache. SQLite's 2 MB default
+// is smaller than one batch of 1,024 rows: the writer spilled pages to the
+// WAL mid-batch and read them back, a third of its time.
+const sqliteWriterCacheKiB = 32 << 10
 
 // sqliteReaders bounds the read-only connections (reports, dashboard reads).
 const sqliteReaders = 4
@@ -78,11 +95,22 @@ type migration struct {
 }
 
 // SQLiteStore is the default store: one SQLite file in WAL mode, written
-// through a single connection and read through a small read-only pool.
+// through a single connection, checkpointed through another and read
+// through a small read-only pool.
 type SQLiteStore struct {
-	path   string
-	writer *sql.DB
-	reader *sql.DB
+	path         string
+	writer       *sql.DB
+	reader       *sql.DB
+	checkpointer *sql.DB
+	// committed wakes the checkpointer after a commit.
+	committed       chan struct{}
+	stopCheckpoints chan struct{}
+	checkpointsDone chan struct{}
+	closeOnce       sync.Once
+	// walTruncateFrames is sqliteWALTruncateFrames; tests lower it.
+	walTruncateFrames int
+	// checkpointErr is the last checkpoint's error, nil after a good one.
+	checkpointErr atomic.Pointer[error]
 }
 
 // OpenSQLite opens (creating it and its directory if needed) and migrates the
@@ -103,7 +131,8 @@ func OpenSQLite(ctx context.Context, path string) (*SQLiteStore, error) {
 			return nil, fmt.Errorf("%w: sqlite %s: %w", ErrOpenStore, path, err)
 		}
 	}
-	writer, err := sql.Open("sqlite", path+"?"+sqlitePragmas+fmt.Sprintf("&_pragma=page_size(%d)", sqlitePageSize))
+	// The writer never checkpoints (wal_autocheckpoint 0): see checkpointLoop.
+	writer, err := sql.Open("sqlite", path+"?"+sqlitePragmas+fmt.Sprintf("&_pragma=page_size(%d)&_pragma=wal_autocheckpoint(0)&_pragma=cache_size(-%d)", sqlitePageSize, sqliteWriterCacheKiB))
 	if err != nil {
 		return nil, fmt.Errorf("%w: sqlite %s: %w", ErrOpenStore, path, err)
 	}
@@ -130,7 +159,55 @@ func OpenSQLite(ctx context.Context, path string) (*SQLiteStore, error) {
 	}
 	reader.SetMaxOpenConns(sqliteReaders)
 	s.reader = reader
+	checkpointer, err := sql.Open("sqlite", path+"?"+sqliteCheckpointBusyTimeout)
+	if err != nil {
+		_ = errors.Join(reader.Close(), writer.Close())
+		return nil, fmt.Errorf("%w: sqlite %s: %w", ErrOpenStore, path, err)
+	}
+	checkpointer.SetMaxOpenConns(1)
+	s.checkpointer = checkpointer
+	s.walTruncateFrames = sqliteWALTruncateFrames
+	s.committed = make(chan struct{}, 1)
+	s.stopCheckpoints = make(chan struct{})
+	s.checkpointsDone = make(chan struct{})
+	go s.checkpointLoop()
 	return s, nil
+}
+
+// checkpointLoop copies the WAL back into the database file after each
+// commit, on its own connection, beside the writer: done inside the
+// writer's commit (SQLite's autocheckpoint) it took a quarter of the
+// writer's time. PASSIVE never waits for the writer or readers. Under
+// steady writes the WAL may never be wholly copied when a batch starts,
+// which is when SQLite would restart it, so once it is walTruncateFrames
+// long TRUNCATE waits for the writer's batch and empties it.
+func (s *SQLiteStore) checkpointLoop() {
+	defer close(s.checkpointsDone)
+	for {
+		select {
+		case <-s.stopCheckpoints:
+			return
+		case <-s.committed:
+		}
+		walFrames, err := s.checkpoint("PASSIVE")
+		if err == nil && walFrames >= s.walTruncateFrames {
+			_, err = s.checkpoint("TRUNCATE")
+		}
+		if err != nil {
+			s.checkpointErr.Store(&err)
+			continue
+		}
+		s.checkpointErr.Store(nil)
+	}
+}
+
+// checkpoint runs one checkpoint in mode and returns the WAL's length in
+// frames. A checkpoint that could not finish for readers or the writer is
+// not an error: the next commit tries again.
+func (s *SQLiteStore) checkpoint(mode string) (walFrames int, err error) {
+	var busy, copied int
+	err = s.checkpointer.QueryRow("PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &walFrames, &copied)
+	return walFrames, err
 }
 
 func (s *SQLiteStore) migrate(ctx context.Context) error {
@@ -173,10 +250,10 @@ func (s *SQLiteStore) migrate(ctx context.Context) error {
 	return nil
 }
 
-// Insert writes evs in one transaction; already stored event ids are skipped.
-// An event that cannot be written back as JSON returns a *RowError naming it.
-func (s *SQLiteStore) Insert(ctx context.Context, evs []events.SelectionEvent) (int, error) {
-	if len(evs) == 0 {
+// Insert writes recs in one transaction; already stored event ids are
+// skipped. The commit wakes the checkpointer.
+func (s *SQLiteStore) Insert(ctx context.Context, recs []Record) (int, error) {
+	if len(recs) == 0 {
 		return 0, nil
 	}
 	fail := func(err error) (int, error) { return 0, fmt.Errorf("%w: sqlite %s: %w", ErrInsert, s.path, err) }
@@ -191,15 +268,11 @@ func (s *SQLiteStore) Insert(ctx context.Context, evs []events.SelectionEvent) (
 	}
 	defer func() { _ = stmt.Close() }()
 	inserted := 0
-	for i := range evs {
-		ev := &evs[i]
-		args, err := insertArgs(ev, ev.Timestamp.UTC().Truncate(time.Microsecond).Format(sqliteTimeFormat))
+	for i := range recs {
+		r := &recs[i]
+		res, err := stmt.ExecContext(ctx, insertArgs(r, r.Event.Timestamp.UTC().Truncate(time.Microsecond).Format(sqliteTimeFormat))...)
 		if err != nil {
-			return 0, &RowError{Index: i, EventID: ev.EventID, Err: err}
-		}
-		res, err := stmt.ExecContext(ctx, args...)
-		if err != nil {
-			return fail(fmt.Errorf("event %s: %w", ev.EventID, err))
+			return fail(fmt.Errorf("event %s: %w", r.Event.EventID, err))
 		}
 		n, err := res.RowsAffected()
 		if err != nil {
@@ -209,6 +282,10 @@ func (s *SQLiteStore) Insert(ctx context.Context, evs []events.SelectionEvent) (
 	}
 	if err := tx.Commit(); err != nil {
 		return fail(err)
+	}
+	select {
+	case s.committed <- struct{}{}:
+	default: // a checkpoint is already due
 	}
 	return inserted, nil
 }
@@ -378,6 +455,9 @@ func (s *SQLiteStore) Ping(ctx context.Context) error {
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("%w: sqlite %s: ping: %w", ErrQuery, s.path, err)
 	}
+	if cerr := s.checkpointErr.Load(); cerr != nil {
+		return fmt.Errorf("%w: sqlite %s: checkpoint: %w", ErrQuery, s.path, *cerr)
+	}
 	return nil
 }
 
@@ -385,7 +465,10 @@ func (s *SQLiteStore) Ping(ctx context.Context) error {
 // queries as written, ad-hoc questions).
 func (s *SQLiteStore) DB() *sql.DB { return s.reader }
 
-// Close closes both connection pools.
+// Close stops the checkpointer and closes the connections, the writer last:
+// the last connection to close checkpoints and removes the WAL.
 func (s *SQLiteStore) Close() error {
-	return errors.Join(s.reader.Close(), s.writer.Close())
+	s.closeOnce.Do(func() { close(s.stopCheckpoints) })
+	<-s.checkpointsDone
+	return errors.Join(s.reader.Close(), s.checkpointer.Close(), s.writer.Close())
 }

@@ -17,10 +17,10 @@ import (
 // Store keeps selection events as rows of selection_metrics. Implementations
 // are safe for concurrent use.
 type Store interface {
-	// Insert writes evs in one transaction. An event whose event_id is
+	// Insert writes recs in one transaction. An event whose event_id is
 	// already stored is skipped, so a redelivery never makes a second row;
 	// inserted counts the new rows. On error nothing of the batch is kept.
-	Insert(ctx context.Context, evs []events.SelectionEvent) (inserted int, err error)
+	Insert(ctx context.Context, recs []Record) (inserted int, err error)
 	// Count returns the number of rows.
 	Count(ctx context.Context) (int64, error)
 	// Recent returns up to limit rows, newest first.
@@ -109,14 +109,11 @@ func recentSQL(numbered bool) string {
 // an empty table and a large one.
 const pingSQL = "SELECT 1 FROM selection_metrics LIMIT 1"
 
-// insertArgs returns the column values of ev in table order; ts is the
+// insertArgs returns the column values of r in table order; ts is the
 // timestamp as the store's driver wants it. Optional strings that are empty
 // become NULL, as gpu_id does without a GPU.
-func insertArgs(ev *events.SelectionEvent, ts any) ([]any, error) {
-	js, err := ev.AppendJSON(nil)
-	if err != nil { // e.g. a time decoded from an offset Go cannot write back ("+24:00")
-		return nil, fmt.Errorf("encode event_json: %w", err)
-	}
+func insertArgs(r *Record, ts any) []any {
+	ev := &r.Event
 	var gpuID any
 	if ev.GPUID != nil {
 		gpuID = int64(*ev.GPUID)
@@ -127,8 +124,8 @@ func insertArgs(ev *events.SelectionEvent, ts any) ([]any, error) {
 		ev.EventID, nullable(ev.RequestID), nullable(ev.Host), nullable(ev.GPUUUID),
 		string(ev.Mode), string(ev.RequestedMode), ev.Degraded, ev.Reason,
 		ev.Scores.Quality, ev.Scores.Placement, ev.TelemetryAgeMs,
-		nullable(ev.Selector), string(js),
-	}, nil
+		nullable(ev.Selector), string(r.JSON),
+	}
 }
 
 func nullable(s string) any {
@@ -138,19 +135,38 @@ func nullable(s string) any {
 	return s
 }
 
-// DecodeEvent parses a selection-event message and checks that it can be
-// stored: the row key and the seed's identifying columns must be present.
+// Record is one selection event ready to store: Event fills the columns and
+// JSON, its canonical encoding, is event_json. Encoding it while decoding
+// keeps that work off the single database writer.
+type Record struct {
+	Event events.SelectionEvent
+	JSON  []byte
+}
+
+// DecodeRecord parses a selection-event message into a Record: see NewRecord.
 // segmentio's decoder behaves as encoding/json's (every field checked) at a
-// third of the cost, which is most of the sink's work per row.
-func DecodeEvent(data []byte) (events.SelectionEvent, error) {
+// third of the cost.
+func DecodeRecord(data []byte) (Record, error) {
 	var ev events.SelectionEvent
 	if err := segjson.Unmarshal(data, &ev); err != nil {
-		return ev, fmt.Errorf("%w: %w", ErrBadEvent, err)
+		return Record{}, fmt.Errorf("%w: %w", ErrBadEvent, err)
 	}
+	return NewRecord(ev)
+}
+
+// NewRecord checks that ev can be stored (the row key and the seed's
+// identifying columns present, values the columns hold) and encodes its
+// event_json. An event Go decodes but cannot write back (a "+24:00" offset)
+// is an ErrBadEvent: no row could show it.
+func NewRecord(ev events.SelectionEvent) (Record, error) {
 	if err := validateEvent(&ev); err != nil {
-		return ev, err
+		return Record{}, err
 	}
-	return ev, nil
+	js, err := ev.AppendJSON(nil)
+	if err != nil {
+		return Record{}, fmt.Errorf("%w: event %q: encode event_json: %w", ErrBadEvent, ev.EventID, err)
+	}
+	return Record{Event: ev, JSON: js}, nil
 }
 
 func validateEvent(ev *events.SelectionEvent) error {

@@ -43,7 +43,7 @@ func TestStores(t *testing.T) {
 func testInsertBatch(t *testing.T, url string) {
 	s := openStore(t, url)
 	ctx := testCtx(t)
-	n, err := s.Insert(ctx, makeEvents(0, 100))
+	n, err := s.Insert(ctx, records(t, makeEvents(0, 100)))
 	if err != nil || n != 100 {
 		t.Fatalf("Insert = %d, %v; want 100, nil", n, err)
 	}
@@ -73,7 +73,7 @@ func testDuplicatesIgnored(t *testing.T, url string) {
 		{"all old, one with other values", []events.SelectionEvent{a, changed, c}, 0, 4},
 	}
 	for _, st := range steps {
-		n, err := s.Insert(ctx, st.batch)
+		n, err := s.Insert(ctx, records(t, st.batch))
 		if err != nil || n != st.want {
 			t.Fatalf("%s: Insert = %d, %v; want %d", st.name, n, err, st.want)
 		}
@@ -125,7 +125,7 @@ func testRoundTrip(t *testing.T, url string) {
 	for i, c := range cases {
 		batch[i] = c.ev
 	}
-	if n, err := s.Insert(ctx, batch); err != nil || n != len(batch) {
+	if n, err := s.Insert(ctx, records(t, batch)); err != nil || n != len(batch) {
 		t.Fatalf("Insert = %d, %v", n, err)
 	}
 	rows, err := s.Recent(ctx, 100)
@@ -197,7 +197,7 @@ func testRecent(t *testing.T, url string) {
 	ctx := testCtx(t)
 	evs := makeEvents(0, 20)
 	slices.Reverse(evs) // insertion order must not matter
-	if _, err := s.Insert(ctx, evs); err != nil {
+	if _, err := s.Insert(ctx, records(t, evs)); err != nil {
 		t.Fatal(err)
 	}
 	rows, err := s.Recent(ctx, 5)
@@ -295,7 +295,7 @@ func checkReport(t *testing.T, name string, cols []string, rows [][]any) {
 func testReports(t *testing.T, url string) {
 	s := openStore(t, url)
 	ctx := testCtx(t)
-	if _, err := s.Insert(ctx, reportData()); err != nil {
+	if _, err := s.Insert(ctx, records(t, reportData())); err != nil {
 		t.Fatal(err)
 	}
 	for _, info := range Reports() {
@@ -339,7 +339,7 @@ func testReopen(t *testing.T, url string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := first.Insert(ctx, makeEvents(0, 10)); err != nil {
+	if _, err := first.Insert(ctx, records(t, makeEvents(0, 10))); err != nil {
 		t.Fatal(err)
 	}
 	if err := first.Close(); err != nil {
@@ -349,7 +349,7 @@ func testReopen(t *testing.T, url string) {
 	if c, err := second.Count(ctx); err != nil || c != 10 {
 		t.Fatalf("Count after reopen = %d, %v; want 10", c, err)
 	}
-	if n, err := second.Insert(ctx, makeEvents(5, 10)); err != nil || n != 5 {
+	if n, err := second.Insert(ctx, records(t, makeEvents(5, 10))); err != nil || n != 5 {
 		t.Fatalf("Insert after reopen = %d, %v; want 5", n, err)
 	}
 	var versions int
@@ -367,12 +367,12 @@ func testReopen(t *testing.T, url string) {
 func testFailedInsertCommitsNothing(t *testing.T, url string) {
 	s := openStore(t, url)
 	ctx := testCtx(t)
-	if _, err := s.Insert(ctx, makeEvents(0, 3)); err != nil {
+	if _, err := s.Insert(ctx, records(t, makeEvents(0, 3))); err != nil {
 		t.Fatal(err)
 	}
 	canceled, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := s.Insert(canceled, makeEvents(3, 3)); !errors.Is(err, ErrInsert) {
+	if _, err := s.Insert(canceled, records(t, makeEvents(3, 3))); !errors.Is(err, ErrInsert) {
 		t.Fatalf("Insert on a canceled context: error = %v, want ErrInsert", err)
 	}
 	if c, err := s.Count(ctx); err != nil || c != 3 {
