@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/nlocalmodels/orchestrator/pkg/bus"
@@ -158,6 +159,19 @@ func TestServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
+	// The embedded server shares the selector's process: its decision stream
+	// is written in batches (bus.WithAsyncEventPersist).
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, err := js.Stream(testCtx(t), bus.SelectionStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := events.CachedInfo().Config.PersistMode; m != jetstream.AsyncPersistMode {
+		t.Fatalf("%s persist mode %v, want async on the embedded server", bus.SelectionStream, m)
+	}
 	rep, err := client.New(nc).Select(testCtx(t), selection.Request{RequestID: "serve-1", TaskCategory: "code"})
 	if err != nil {
 		t.Fatal(err)
