@@ -53,7 +53,7 @@ func TestProvisionCreatesExactlyTheContract(t *testing.T) {
 		checkDupWin bool
 	}{
 		{bus.TelemetryStream, []string{"orch.telemetry.>"}, 16, 10 * time.Minute, 0, false},
-		{bus.SelectionStream, []string{bus.SelectionEventWildcard}, -1, 30 * 24 * time.Hour, 2 * time.Minute, true},
+		{bus.SelectionStream, []string{bus.SelectionEventWildcard}, -1, 30 * 24 * time.Hour, 30 * time.Second, true},
 	}
 	for _, tc := range streams {
 		t.Run("stream "+tc.name, func(t *testing.T) {

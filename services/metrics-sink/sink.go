@@ -22,7 +22,10 @@ import (
 
 // Defaults of Config; a zero field in a Config given to New takes these.
 const (
-	DefaultBatchSize   = 1024
+	// DefaultBatchSize: 4,096 rows per commit stored 15% more rows/s than
+	// 1,024 (BenchmarkIngest): each commit also rewrites the index pages it
+	// touched, whatever the batch's size.
+	DefaultBatchSize   = 4096
 	DefaultBatchWait   = 200 * time.Millisecond
 	DefaultAckWait     = 30 * time.Second
 	DefaultRetryMax    = 10 * time.Second
@@ -51,7 +54,7 @@ type Config struct {
 	// postgres:// URL. Read by OpenStore; New takes the opened store.
 	DatabaseURL string `envconfig:"DATABASE_URL" default:"data/selections.db"`
 	// BatchSize is the most events written in one transaction.
-	BatchSize int `envconfig:"BATCH_SIZE" default:"1024"`
+	BatchSize int `envconfig:"BATCH_SIZE" default:"4096"`
 	// BatchWait is the longest a pull waits to fill a batch.
 	BatchWait time.Duration `envconfig:"BATCH_WAIT" default:"200ms"`
 	// AckWait is how long JetStream waits for an ack before redelivering.

@@ -26,7 +26,7 @@ const sqliteTimeFormat = "2006-01-02T15:04:05.000000Z"
 // sqlitePragmas: FULL sync makes each commit survive a power loss or an OS
 // crash, not only a crash of the process (NORMAL in WAL mode): events are
 // acknowledged after the commit and never redelivered, so a commit must
-// last. One fsync per batch of up to 1,024 rows costs nothing measurable
+// last. One fsync per batch of up to 4,096 rows costs nothing measurable
 // (BenchmarkIngest). The busy timeout rides out the writer's short locks;
 // immediate transactions take the write lock up front, so two writers never
 // deadlock on upgrade.
@@ -49,9 +49,10 @@ const sqliteWALTruncateFrames = 1024
 // tried again after the next commit.
 const sqliteCheckpointBusyTimeout = "_pragma=busy_timeout(1000)&_pragma=synchronous(FULL)"
 
-// sqliteWriterCacheKiB is the writer's page cache. SQLite's 2 MB default
-// is smaller than one batch of 1,024 rows: the writer spilled pages to the
-// WAL mid-batch and read them back, a third of its time.
+// sqliteWriterCacheKiB is the writer's page cache, room for a batch of
+// DefaultBatchSize rows. SQLite's 2 MB default is smaller than even 1,024
+// rows: the writer spilled pages to the WAL mid-batch and read them back, a
+// third of its time.
 const sqliteWriterCacheKiB = 32 << 10
 
 // sqliteReaders bounds the read-only connections (reports, dashboard reads).

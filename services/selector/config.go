@@ -57,6 +57,9 @@ func (c *Config) validate() error {
 		return fmt.Errorf("%w: SELECTOR_EVENT_BUFFER %d must be positive", ErrConfig, c.EventBuffer)
 	case c.EventRetries < 0:
 		return fmt.Errorf("%w: SELECTOR_EVENT_RETRIES %d must not be negative", ErrConfig, c.EventRetries)
+	case eventRetrySpan(c.EventRetries) > bus.SelectionDedupWindow:
+		return fmt.Errorf("%w: SELECTOR_EVENT_RETRIES %d would retry an event for up to %s, beyond the decision stream's %s dedup window (a retry could store an event twice)",
+			ErrConfig, c.EventRetries, eventRetrySpan(c.EventRetries), bus.SelectionDedupWindow)
 	case c.FleetRebuildInterval <= 0 || c.CatalogDebounce < 0 || c.WarmupTimeout <= 0 || c.DrainTimeout <= 0:
 		return fmt.Errorf("%w: SELECTOR_FLEET_REBUILD_INTERVAL, SELECTOR_WARMUP_TIMEOUT and SELECTOR_DRAIN_TIMEOUT must be positive, SELECTOR_CATALOG_DEBOUNCE not negative", ErrConfig)
 	}

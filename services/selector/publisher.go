@@ -55,7 +55,28 @@ const EventPublishers = 4
 // lost with the stream leader never arrives (the connection stays up, so
 // nats.go does not fail the future): without a bound, awaitAcks would wait
 // forever and every later event would count neither as published nor failed.
-const eventAckTimeout = 5 * time.Second
+// Acks take milliseconds even with thousands in flight; a leader election
+// that takes longer is ridden out by the retries.
+const eventAckTimeout = 2 * time.Second
+
+// Retry backoff: doubling from retryBackoffMin, at most retryBackoffMax.
+const (
+	retryBackoffMin = 50 * time.Millisecond
+	retryBackoffMax = 2 * time.Second
+)
+
+// eventRetrySpan is the longest time from an event's first publish to its
+// last retry: the stream's dedup window must cover it, or a retry of an event
+// that did land (its ack lost) is stored twice.
+func eventRetrySpan(retries int) time.Duration {
+	span := eventAckTimeout
+	backoff := retryBackoffMin
+	for range retries {
+		span += backoff + eventAckTimeout
+		backoff = min(2*backoff, retryBackoffMax)
+	}
+	return span
+}
 
 func newPublisher(js jetstream.JetStream, log zerolog.Logger, buffer, retries int) *publisher {
 	return &publisher{
@@ -147,7 +168,7 @@ func (p *publisher) awaitAcks(ctx context.Context) {
 // retry republishes synchronously with backoff; the stream drops duplicates
 // by Nats-Msg-Id, so a publish that did land is not stored twice.
 func (p *publisher) retry(ctx context.Context, msg *nats.Msg, cause error) {
-	backoff := 50 * time.Millisecond
+	backoff := retryBackoffMin
 	for attempt := 1; attempt <= p.retries && ctx.Err() == nil; attempt++ {
 		p.retried.Add(1)
 		select {
@@ -163,7 +184,7 @@ func (p *publisher) retry(ctx context.Context, msg *nats.Msg, cause error) {
 			return
 		}
 		cause = err
-		backoff = min(2*backoff, 2*time.Second)
+		backoff = min(2*backoff, retryBackoffMax)
 	}
 	p.failed.Add(1)
 	p.log.Error().Err(cause).Str("event_id", msg.Header.Get(jetstream.MsgIDHeader)).Msg("decision event not published after retries")

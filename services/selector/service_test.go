@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -520,6 +521,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"zero request limit", func(c *Config) { c.MaxRequestBytes = 0 }},
 		{"zero buffer", func(c *Config) { c.EventBuffer = 0 }},
 		{"negative retries", func(c *Config) { c.EventRetries = -1 }},
+		{"retries beyond the dedup window", func(c *Config) { c.EventRetries = 10 }},
 		{"zero rebuild interval", func(c *Config) { c.FleetRebuildInterval = 0 }},
 	}
 	for _, tt := range tests {
@@ -530,6 +532,31 @@ func TestNewRejectsBadConfig(t *testing.T) {
 				t.Fatalf("err = %v, want ErrConfig", err)
 			}
 		})
+	}
+}
+
+// The stream's dedup window covers every retry the default config and up to
+// nine retries make; ten would outlast it (TestNewRejectsBadConfig).
+func TestEventRetrySpan(t *testing.T) {
+	tests := []struct {
+		retries int
+		want    time.Duration
+	}{
+		{0, 2 * time.Second},
+		{1, 4050 * time.Millisecond},
+		{5, 13550 * time.Millisecond},
+		{9, 29150 * time.Millisecond},
+		{10, 33150 * time.Millisecond},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.retries), func(t *testing.T) {
+			if got := eventRetrySpan(tt.retries); got != tt.want {
+				t.Fatalf("eventRetrySpan(%d) = %s, want %s", tt.retries, got, tt.want)
+			}
+		})
+	}
+	if span := eventRetrySpan(DefaultConfig().EventRetries); span > bus.SelectionDedupWindow {
+		t.Fatalf("default retries span %s, beyond the %s dedup window", span, bus.SelectionDedupWindow)
 	}
 }
 

@@ -58,6 +58,7 @@ type options struct {
 	// embedded server makes it, or default (one write per event).
 	eventPersist string
 	cpuProfile   string
+	mutexProfile string
 	sinkProfile  string
 }
 
@@ -67,7 +68,8 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 3*time.Second, "how long each measurement runs")
 	flag.StringVar(&levels, "inflight", "1,8,64", "comma-separated numbers of requests in flight")
 	flag.IntVar(&o.gpus, "gpus", 64, "simulated GPUs (8 per host)")
-	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the load phases to this file")
+	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the last level's select phase to this file")
+	flag.StringVar(&o.mutexProfile, "mutexprofile", "", "write a mutex contention profile of the last level's select phase to this file")
 	flag.StringVar(&o.sinkProfile, "sink-cpuprofile", "", "write a CPU profile of the sink draining the backlog to this file")
 	flag.DurationVar(&o.reservationTTL, "reservation-ttl", 0, "GPU memory reservation TTL; 0 keeps the simulated fleet from filling up, so every request is a full gpu_aware selection")
 	flag.StringVar(&o.eventPersist, "event-persist", "async", "decision stream persist mode: async (as serve's embedded server makes it) or default (one file write per event, as a separate NATS server)")
@@ -400,17 +402,29 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	fmt.Fprint(out, "wire: a responder that sends a recorded selection reply and publishes a recorded decision event (same sizes, same way), without selecting\n\n")
 	fmt.Fprintln(out, "| in flight | echo req/s | echo p50 | echo p99 | wire req/s | select req/s | select p50 | select p99 | select/echo | select/wire | select errors |")
 	fmt.Fprintln(out, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-	if err := startProfile(o.cpuProfile); err != nil {
-		return err
-	}
 	best := 0.0
 	type level struct{ echo, wire, sel result }
 	var levels []level
-	for _, n := range o.inflight {
+	for i, n := range o.inflight {
 		echo := load(client, echoSubject, bodies, n, o.duration)
 		wire := load(client, wireSubject, bodies, n, o.duration)
 		wr.settle()
+		last := i == len(o.inflight)-1
+		if last {
+			if err := startProfile(o.cpuProfile); err != nil {
+				return err
+			}
+			if o.mutexProfile != "" {
+				runtime.SetMutexProfileFraction(10)
+			}
+		}
 		sel := load(client, bus.SelectSubject, bodies, n, o.duration)
+		if last {
+			pprof.StopCPUProfile()
+			if err := writeProfile("mutex", o.mutexProfile); err != nil {
+				return err
+			}
+		}
 		best = max(best, sel.rate())
 		levels = append(levels, level{echo, wire, sel})
 		fmt.Fprintf(out, "| %d | %.0f | %s | %s | %.0f | %.0f | %s | %s | %.2f | %.2f | %d |\n", n,
@@ -427,7 +441,6 @@ func run(ctx context.Context, o options, out io.Writer) error {
 			l.echo.cpuPerRequest(), l.echo.coresBusy(), l.wire.cpuPerRequest(), l.wire.coresBusy(), l.sel.cpuPerRequest(), l.sel.coresBusy())
 	}
 
-	pprof.StopCPUProfile()
 	// Every event of the load is now in the stream (the selector's publishes
 	// are acknowledged); the sink starts against that backlog, so its ingest
 	// rate is measured on its own rather than competing for the same two
@@ -587,3 +600,16 @@ func startProfile(path string) error {
 }
 
 func us(d time.Duration) string { return fmt.Sprintf("%.0f us", float64(d.Nanoseconds())/1e3) }
+
+// writeProfile writes the named runtime profile (such as "mutex") to path,
+// if one is asked for.
+func writeProfile(name, path string) error {
+	if path == "" {
+		return nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	return errors.Join(pprof.Lookup(name).WriteTo(f, 0), f.Close())
+}
