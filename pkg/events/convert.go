@@ -1,18 +1,16 @@
 package events
 
 import (
-	"time"
-
 	"github.com/nlocalmodels/orchestrator/pkg/selection"
 	"github.com/nlocalmodels/orchestrator/pkg/telemetry"
 )
 
-// FromReply builds the decision event of a reply to req, decided by the
-// selector instance named selector on fleet at now: the GPUs of the reply,
-// of the top-scoring candidate (top: the result's TopGPU, nil for none) and
-// of the alternatives are recorded with their reservations, which is what
-// replaying the decision needs.
-func FromReply(req *selection.Request, rep *selection.Reply, top *selection.GPU, selector string, fleet *selection.Fleet, now time.Time) SelectionEvent {
+// FromReply builds the decision event of a reply to req, decided as res on
+// fleet by the selector instance named selector: the GPUs of the reply, of
+// the top-scoring candidate and of the alternatives are recorded with the
+// reservations the selection saw (res.ReservedMB), which is what replaying
+// the decision needs.
+func FromReply(req *selection.Request, rep *selection.Reply, res *selection.Result, selector string, fleet *selection.Fleet) SelectionEvent {
 	ev := SelectionEvent{
 		Timestamp:           rep.Timestamp,
 		TaskCategory:        rep.TaskCategory,
@@ -39,20 +37,20 @@ func FromReply(req *selection.Request, rep *selection.Reply, top *selection.GPU,
 		ev.GPUID = &id
 		ev.Host = rep.GPU.Host
 		ev.GPUUUID = rep.GPU.UUID
-		ev.GPUs = appendGPU(ev.GPUs, fleet, telemetry.Key(rep.GPU.Host, rep.GPU.Index), now)
+		ev.GPUs = appendGPU(ev.GPUs, res, fleet, telemetry.Key(rep.GPU.Host, rep.GPU.Index))
 	}
-	if top != nil {
-		ev.GPUs = appendGPU(ev.GPUs, fleet, top.Key, now)
+	if res.TopGPU != nil {
+		ev.GPUs = appendGPU(ev.GPUs, res, fleet, res.TopGPU.Key)
 	}
 	for _, a := range rep.Alternatives {
 		if a.GPU != nil {
-			ev.GPUs = appendGPU(ev.GPUs, fleet, telemetry.Key(a.GPU.Host, a.GPU.Index), now)
+			ev.GPUs = appendGPU(ev.GPUs, res, fleet, telemetry.Key(a.GPU.Host, a.GPU.Index))
 		}
 	}
 	return ev
 }
 
-func appendGPU(list []GPUState, fleet *selection.Fleet, key string, now time.Time) []GPUState {
+func appendGPU(list []GPUState, res *selection.Result, fleet *selection.Fleet, key string) []GPUState {
 	for _, g := range list {
 		if g.Sample.Key() == key {
 			return list
@@ -62,5 +60,6 @@ func appendGPU(list []GPUState, fleet *selection.Fleet, key string, now time.Tim
 	if !ok {
 		return list
 	}
-	return append(list, GPUState{Sample: g.Sample, ReservedMB: fleet.ReservedMB(g, now)})
+	reserved, _ := res.ReservedMB(key)
+	return append(list, GPUState{Sample: g.Sample, ReservedMB: reserved})
 }

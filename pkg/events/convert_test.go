@@ -1,6 +1,7 @@
 package events
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -28,59 +29,34 @@ func TestFromReply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fleet := e.NewFleet([]telemetry.Sample{sample("a", 0, 60000), sample("a", 1, 50000)}, ledger)
-	req := &selection.Request{RequestID: "req-1", TaskCategory: "code"}
-	lookup := func(key string) *selection.GPU {
-		g, ok := fleet.Lookup(key)
-		if !ok {
-			t.Fatalf("no GPU %s in the fleet", key)
-		}
-		return g
-	}
+	fleet := e.NewFleet([]telemetry.Sample{sample("a", 1, 50000)}, ledger)
 	tests := []struct {
 		name     string
-		reply    selection.Reply
-		top      *selection.GPU
+		mode     selection.Mode
 		gpuID    *int
 		wantGPUs map[string]int64 // key -> reserved MB
 	}{
-		{
-			name: "placed, with an alternative on another GPU and one on the same",
-			reply: selection.Reply{
-				EventID: "ev-1", RequestID: "req-1", TaskCategory: "code", ModelID: "m1", PrimaryCategory: true,
-				Scores: selection.Scores{Confidence: 0.9}, FinalScore: 0.7, SelectionDurationUs: 2500,
-				GPU: &selection.GPURef{Host: "a", Index: 0, UUID: "a-uuid"}, Mode: selection.ModeGPUAware, Timestamp: now,
-				Alternatives: []selection.Alternative{
-					{ModelID: "m2", GPU: &selection.GPURef{Host: "a", Index: 1}},
-					{ModelID: "m3", GPU: &selection.GPURef{Host: "a", Index: 0}},
-				},
-			},
-			gpuID:    new(int),
-			wantGPUs: map[string]int64{"a/0": 0, "a/1": 5000},
-		},
-		{
-			name: "a near-tie chosen: the top candidate's GPU is recorded too",
-			reply: selection.Reply{
-				EventID: "ev-3", RequestID: "req-1", TaskCategory: "code", ModelID: "m1", PrimaryCategory: true,
-				Scores: selection.Scores{Confidence: 0.9}, FinalScore: 0.7, SelectionDurationUs: 2500,
-				GPU: &selection.GPURef{Host: "a", Index: 0, UUID: "a-uuid"}, Mode: selection.ModeGPUAware, Timestamp: now,
-			},
-			top:      lookup("a/1"),
-			gpuID:    new(int),
-			wantGPUs: map[string]int64{"a/0": 0, "a/1": 5000},
-		},
-		{
-			name:     "no GPU placed",
-			reply:    selection.Reply{EventID: "ev-2", TaskCategory: "code", ModelID: "m1", Mode: selection.ModeMultiCategory, Timestamp: now},
-			wantGPUs: map[string]int64{},
-		},
+		{name: "placed: the reservation the selection saw", mode: selection.ModeGPUAware, gpuID: new(int), wantGPUs: map[string]int64{"a/1": 5000}},
+		{name: "no GPU placed", mode: selection.ModeMultiCategory, wantGPUs: map[string]int64{}},
 	}
-	for _, tt := range tests {
+	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ev := FromReply(req, &tt.reply, tt.top, "sel-1", fleet, now)
-			if ev.EventID != tt.reply.EventID || ev.SelectedModel != "m1" || ev.TaskCategory != "code" || ev.Selector != "sel-1" ||
-				ev.Request.RequestID != "req-1" || ev.SelectionDurationMs != tt.reply.SelectionDurationUs/1000 || ev.ConfidenceScore != tt.reply.Scores.Confidence {
+			req := &selection.Request{RequestID: "req-1", TaskCategory: "code", Mode: tt.mode}
+			res, err := e.Select(selection.Query{Request: *req, Now: now, Seed: 7}, fleet)
+			if err != nil {
+				t.Fatal(err)
+			}
+			reply := res.Reply(req, "ev-1", now, 2500*time.Microsecond)
+			// A parallel placement after the decision: the event keeps what
+			// the selection saw.
+			ledger.Reserve(selection.Reservation{ID: fmt.Sprint("later-", i), GPUKey: "a/1", MemoryMB: 7000, At: now, Expires: now.Add(time.Minute)})
+			ev := FromReply(req, &reply, &res, "sel-1", fleet)
+			if ev.EventID != "ev-1" || ev.SelectedModel != "m1" || ev.TaskCategory != "code" || ev.Selector != "sel-1" ||
+				ev.Request.RequestID != "req-1" || ev.SelectionDurationMs != 2.5 || ev.ConfidenceScore != reply.Scores.Confidence {
 				t.Fatalf("event %+v", ev)
+			}
+			if tt.gpuID != nil {
+				*tt.gpuID = 1
 			}
 			if (ev.GPUID == nil) != (tt.gpuID == nil) || (ev.GPUID != nil && *ev.GPUID != *tt.gpuID) {
 				t.Errorf("gpu_id = %v, want %v", ev.GPUID, tt.gpuID)

@@ -343,7 +343,13 @@ func TestPropertyRecordedGPUsReproduceThePick(t *testing.T) {
 				continue
 			}
 			samples = append(samples, g.Sample)
-			if mb := w.fleet.ReservedMB(g, w.query.Now); mb > 0 {
+			// What the event records: the reservations the selection saw,
+			// here the ledger's, which nothing changed since.
+			mb, ok := res.ReservedMB(k)
+			if !ok || mb != w.fleet.ReservedMB(g, w.query.Now) {
+				t.Fatalf("result's reservation on %s = %d (%v), ledger has %d", k, mb, ok, w.fleet.ReservedMB(g, w.query.Now))
+			}
+			if mb > 0 {
 				ledger.Reserve(Reservation{ID: "recorded/" + k, GPUKey: k, MemoryMB: mb, At: w.query.Now, Expires: w.query.Now.Add(time.Hour)})
 			}
 		}

@@ -54,6 +54,44 @@ type Result struct {
 	Candidates int
 	Ties       int
 	TieSeed    uint64
+	// seen holds the memory reserved on each GPU the result names (GPU,
+	// TopGPU, the alternatives') as the selection read it: see ReservedMB.
+	// The chosen and the top candidate, and every model's best kept for the
+	// alternatives (one more than listed), fit.
+	seen  [MaxAlternatives + 3]seenGPU
+	nSeen int
+}
+
+type seenGPU struct {
+	key        string
+	reservedMB int64
+}
+
+// ReservedMB is the memory reservation the selection saw on the GPU called
+// key, one of those the result names (GPU, TopGPU, the alternatives'); ok is
+// false for any other. The selection reads each GPU's reservations once, so
+// this is what every score on that GPU used, whatever the ledger holds now:
+// the decision event records it, and replaying the event reproduces the pick.
+func (r *Result) ReservedMB(key string) (mb int64, ok bool) {
+	for _, g := range r.seen[:r.nSeen] {
+		if g.key == key {
+			return g.reservedMB, true
+		}
+	}
+	return 0, false
+}
+
+// noteSeen records what the selection read for GPU gi, once per GPU.
+func (r *Result) noteSeen(s *scratch, f *Fleet, gi int) {
+	if gi < 0 || r.nSeen == len(r.seen) {
+		return
+	}
+	key := f.gpus[gi].Key
+	if _, ok := r.ReservedMB(key); ok {
+		return
+	}
+	r.seen[r.nSeen] = seenGPU{key: key, reservedMB: s.reservedMB(f, gi)}
+	r.nSeen++
 }
 
 // candidate is a scored (model, GPU) pair; gpu is -1 when no GPU is placed.
@@ -81,6 +119,11 @@ type scratch struct {
 	gpuRejects    []int
 	memoryMisfits int
 	gpuState      []uint8
+	// reserved caches each GPU's reservations, read once per selection
+	// (valid where reservedRead is set): a parallel placement cannot make
+	// two candidates on one GPU, or the event, see different values.
+	reserved     []int64
+	reservedRead []bool
 	// ties holds every candidate that was within epsilon of the best score
 	// when it was scored; the pick re-checks against the final best.
 	ties []candidate
@@ -105,6 +148,13 @@ func (s *scratch) reset(q *Query, gpus int) {
 	}
 	s.gpuState = s.gpuState[:gpus]
 	clear(s.gpuState)
+	if cap(s.reserved) < gpus {
+		s.reserved = make([]int64, gpus)
+		s.reservedRead = make([]bool, gpus)
+	}
+	s.reserved = s.reserved[:gpus]
+	s.reservedRead = s.reservedRead[:gpus]
+	clear(s.reservedRead)
 	s.ties = s.ties[:0]
 	s.bests = s.bests[:0]
 	s.best = -1
@@ -151,6 +201,16 @@ func (s *scratch) admitGPU(gi int, g *GPU) bool {
 	}
 	s.gpuState[gi] = gpuAdmitted
 	return true
+}
+
+// reservedMB is the memory reserved on GPU gi at the query's time, read
+// from the ledger the first time this selection asks.
+func (s *scratch) reservedMB(f *Fleet, gi int) int64 {
+	if !s.reservedRead[gi] {
+		s.reserved[gi] = f.ledger.reservedAt(f.gpus[gi].slot, s.q.nowNanos)
+		s.reservedRead[gi] = true
+	}
+	return s.reserved[gi]
 }
 
 // altThreshold is the score a model's best must beat to be listed among
@@ -263,6 +323,13 @@ func (e *Engine) Select(q Query, f *Fleet) (Result, error) {
 	res.Candidates = s.candidates
 	res.Alternatives = e.alternatives(s, chosen, f)
 	res.Reason = e.reason(s, &res, chosen)
+	res.noteSeen(s, f, chosen.gpu)
+	res.noteSeen(s, f, s.bests[0].gpu)
+	for _, c := range s.bests {
+		if c.rm != chosen.rm {
+			res.noteSeen(s, f, c.gpu)
+		}
+	}
 	return res, nil
 }
 
@@ -295,7 +362,7 @@ func (e *Engine) scanPlaced(s *scratch, list []rankedModel, f *Fleet) {
 			if !s.admitGPU(gi, g) {
 				continue
 			}
-			free := g.Sample.MemoryFreeMB - f.ledger.reservedAt(g.slot, s.q.nowNanos)
+			free := g.Sample.MemoryFreeMB - s.reservedMB(f, gi)
 			if free < need {
 				s.memoryMisfits++
 				continue

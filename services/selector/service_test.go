@@ -490,6 +490,53 @@ func TestSelectorStaleTelemetryDegrades(t *testing.T) {
 	}
 }
 
+// Selections run in parallel and place without the ledger held. Here every
+// selection of a burst runs before any places, as if all ran at once: each
+// placement must see the reservations placed before it (selecting again),
+// so the GPU's free memory is never promised twice and each result names
+// the reservations it was placed against.
+func TestConcurrentPlacementsNeverOvercommit(t *testing.T) {
+	w := newWorld(t, selection.DefaultConfig())
+	clock := newFakeClock(w.now)
+	svc := startSelector(t, w.nc, clock, nil)
+	snap := svc.snap.Load()
+	key := telemetry.Key("node-a", 0)
+	const burst = 8
+	results := make([]selection.Result, burst)
+	for i := range results {
+		q := selection.Query{Request: selection.Request{TaskCategory: "code"}, Now: clock.now(), Seed: uint64(i)}
+		res, err := snap.engine.Select(q, snap.fleet)
+		if err != nil || res.GPU == nil {
+			t.Fatalf("selection %d: %v (GPU %v)", i, err, res.GPU)
+		}
+		if seen, _ := res.ReservedMB(key); seen != 0 {
+			t.Fatalf("selection %d saw %d MB reserved before any placement", i, seen)
+		}
+		results[i] = res
+	}
+	var placed int64
+	for i, res := range results {
+		q := selection.Query{Request: selection.Request{TaskCategory: "code"}, Now: clock.now(), Seed: uint64(i)}
+		got, err := svc.place(snap, q, res, fmt.Sprint("burst-", i))
+		if errors.Is(err, selection.ErrNoCandidate) {
+			continue // the GPU is full
+		}
+		if err != nil {
+			t.Fatalf("placement %d: %v", i, err)
+		}
+		if seen, _ := got.ReservedMB(key); seen != placed {
+			t.Fatalf("placement %d was decided against %d MB reserved, the ledger held %d", i, seen, placed)
+		}
+		placed += got.Model.GPUMemoryMB
+	}
+	if free := gpuSample("node-a", 0, w.now).MemoryFreeMB; placed == 0 || placed > free {
+		t.Fatalf("the burst placed %d MB on a GPU with %d MB free", placed, free)
+	}
+	if got := svc.ledger.ReservedMB(key, clock.now()); got != placed {
+		t.Fatalf("ledger holds %d MB, the placements %d MB", got, placed)
+	}
+}
+
 func TestReplicasShareReservations(t *testing.T) {
 	w := newWorld(t, selection.DefaultConfig())
 	srv, nc, now := w.srv, w.nc, w.now
