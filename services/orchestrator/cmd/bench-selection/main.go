@@ -198,11 +198,13 @@ func start(ctx context.Context, o options, dir string) (*system, error) {
 	if err != nil {
 		return fail(err)
 	}
-	selEvents, err := connect("selector-events")
-	if err != nil {
-		return fail(err)
+	selEvents := make([]*nats.Conn, selector.EventConns)
+	for i := range selEvents {
+		if selEvents[i], err = connect(fmt.Sprintf("selector-events-%d", i+1)); err != nil {
+			return fail(err)
+		}
 	}
-	sys.selector, err = selector.New(selector.DefaultConfig(), selConn, selector.WithEventConn(selEvents))
+	sys.selector, err = selector.New(selector.DefaultConfig(), selConn, selector.WithEventConns(selEvents...))
 	if err != nil {
 		return fail(err)
 	}
@@ -400,8 +402,8 @@ func run(ctx context.Context, o options, out io.Writer) error {
 
 	fmt.Fprintf(out, "GPUs: %d simulated; each level runs %s; decision events on, stream persist mode %s; reservation TTL %s\n", o.gpus, o.duration, o.eventPersist, o.reservationTTL)
 	fmt.Fprint(out, "wire: a responder that sends a recorded selection reply and publishes a recorded decision event (same sizes, same way), without selecting\n\n")
-	fmt.Fprintln(out, "| in flight | echo req/s | echo p50 | echo p99 | wire req/s | select req/s | select p50 | select p99 | select/echo | select/wire | select errors |")
-	fmt.Fprintln(out, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	fmt.Fprintln(out, "| in flight | echo req/s | echo p50 | echo p99 | wire req/s | select req/s | select p50 | select p99 | select/echo | select/wire | select errors | events dropped |")
+	fmt.Fprintln(out, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	best := 0.0
 	type level struct{ echo, wire, sel result }
 	var levels []level
@@ -418,7 +420,10 @@ func run(ctx context.Context, o options, out io.Writer) error {
 				runtime.SetMutexProfileFraction(10)
 			}
 		}
+		droppedBefore := sys.selector.Stats().EventsDropped
 		sel := load(client, bus.SelectSubject, bodies, n, o.duration)
+		// The next level starts once the selector has handed on every event.
+		settleSelector(sys.selector)
 		if last {
 			pprof.StopCPUProfile()
 			if err := writeProfile("mutex", o.mutexProfile); err != nil {
@@ -427,9 +432,9 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		}
 		best = max(best, sel.rate())
 		levels = append(levels, level{echo, wire, sel})
-		fmt.Fprintf(out, "| %d | %.0f | %s | %s | %.0f | %.0f | %s | %s | %.2f | %.2f | %d |\n", n,
+		fmt.Fprintf(out, "| %d | %.0f | %s | %s | %.0f | %.0f | %s | %s | %.2f | %.2f | %d | %d |\n", n,
 			echo.rate(), us(echo.p50), us(echo.p99), wire.rate(), sel.rate(), us(sel.p50), us(sel.p99),
-			sel.rate()/echo.rate(), sel.rate()/wire.rate(), sel.failures)
+			sel.rate()/echo.rate(), sel.rate()/wire.rate(), sel.failures, sys.selector.Stats().EventsDropped-droppedBefore)
 	}
 	// Once the cores are all busy, throughput is cores / CPU per request: the
 	// CPU columns say where a select/echo ratio comes from on this machine.
@@ -445,10 +450,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	// are acknowledged); the sink starts against that backlog, so its ingest
 	// rate is measured on its own rather than competing for the same two
 	// cores with the load it is meant to absorb.
-	deadline := time.Now().Add(30 * time.Second)
-	for st := sys.selector.Stats(); st.EventsPublished+st.EventsFailed+st.EventsDropped < st.Selections && time.Now().Before(deadline); st = sys.selector.Stats() {
-		time.Sleep(10 * time.Millisecond)
-	}
+	settleSelector(sys.selector)
 	st := sys.selector.Stats()
 	if err := startProfile(o.sinkProfile); err != nil {
 		return err
@@ -458,7 +460,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		return err
 	}
 	drainStart := time.Now()
-	deadline = drainStart.Add(120 * time.Second)
+	deadline := drainStart.Add(120 * time.Second)
 	var maxLag uint64
 	for time.Now().Before(deadline) {
 		sk := sink.Stats()
@@ -511,25 +513,36 @@ func startWire(ctx context.Context, url string, client *nats.Conn) (*wire, error
 	}); err != nil {
 		return nil, err
 	}
-	// Like the selector: replies on one connection, events on another.
+	// Like the selector: replies on one connection, events on EventConns others.
 	nc, err := nats.Connect(url, nats.Name("bench-wire"))
 	if err != nil {
 		return nil, err
 	}
-	eventConn, err := nats.Connect(url, nats.Name("bench-wire-events"))
-	if err != nil {
-		nc.Close()
-		return nil, err
+	conns := []*nats.Conn{nc}
+	closeAll := func() {
+		for _, c := range conns {
+			c.Close()
+		}
 	}
-	js, err := jetstream.New(eventConn, jetstream.WithPublishAsyncMaxPending(selector.MaxEventsInFlight))
-	if err != nil {
-		nc.Close()
-		eventConn.Close()
-		return nil, err
+	var eventJS []jetstream.JetStream
+	for i := range selector.EventConns {
+		ec, err := nats.Connect(url, nats.Name(fmt.Sprintf("bench-wire-events-%d", i+1)))
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		conns = append(conns, ec)
+		js, err := jetstream.New(ec, jetstream.WithPublishAsyncMaxPending(selector.MaxEventsInFlight/selector.EventConns))
+		if err != nil {
+			closeAll()
+			return nil, err
+		}
+		eventJS = append(eventJS, js)
 	}
-	w := &wire{js: js, queue: make(chan struct{}, selector.DefaultConfig().EventBuffer), done: make(chan struct{})}
+	w := &wire{js: eventJS, queue: make(chan struct{}, selector.DefaultConfig().EventBuffer), done: make(chan struct{})}
 	var publishers sync.WaitGroup
-	for range selector.EventPublishers {
+	for i := range selector.EventPublishers {
+		js := eventJS[i%len(eventJS)]
 		publishers.Go(func() {
 			for range w.queue {
 				msg := &nats.Msg{Subject: wireStream + ".events", Data: last.Data, Header: nats.Header{}}
@@ -554,22 +567,21 @@ func startWire(ctx context.Context, url string, client *nats.Conn) (*wire, error
 			}
 		})},
 	}); err != nil {
-		nc.Close()
-		eventConn.Close()
+		closeAll()
 		return nil, err
 	}
 	w.stop = func() {
 		nc.Close()
 		close(w.queue)
 		<-w.done
-		eventConn.Close()
+		closeAll()
 	}
 	return w, nil
 }
 
 // wire is the running wire responder.
 type wire struct {
-	js      jetstream.JetStream
+	js      []jetstream.JetStream
 	queue   chan struct{}
 	done    chan struct{}
 	dropped atomic.Int64
@@ -579,8 +591,23 @@ type wire struct {
 // settle waits until every queued event is published and acknowledged, so
 // that the next measurement does not pay for this one's backlog.
 func (w *wire) settle() {
-	for len(w.queue) > 0 || w.js.PublishAsyncPending() > 0 {
+	pending := func() (n int) {
+		for _, js := range w.js {
+			n += js.PublishAsyncPending()
+		}
+		return n
+	}
+	for len(w.queue) > 0 || pending() > 0 {
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// settleSelector waits (30 s at most) until the selector has published,
+// failed or dropped the event of every selection so far.
+func settleSelector(sel *selector.Service) {
+	deadline := time.Now().Add(30 * time.Second)
+	for st := sel.Stats(); st.EventsPublished+st.EventsFailed+st.EventsDropped < st.Selections && time.Now().Before(deadline); st = sel.Stats() {
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -5,11 +5,13 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/kelseyhightower/envconfig"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -48,20 +50,28 @@ func run(log zerolog.Logger) error {
 		// Locked-down accounts cannot create streams: `orchestrator provision` does it.
 		log.Warn().Err(err).Msg("could not provision streams and buckets; expecting them to exist")
 	}
-	// Decision events travel on their own connection (see selector.WithEventConn).
-	events, err := bus.Connect(ctx, cfg.ConnConfig, "selector-events")
-	if err != nil {
-		nc.Close()
-		return err
+	// Decision events travel on connections of their own (see selector.WithEventConns).
+	conns := []*nats.Conn{nc}
+	closeAll := func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	for i := range selector.EventConns {
+		ec, err := bus.Connect(ctx, cfg.ConnConfig, fmt.Sprintf("selector-events-%d", i+1))
+		if err != nil {
+			closeAll()
+			return err
+		}
+		conns = append(conns, ec)
 	}
 	httpd := obs.NewServer(cfg.MetricsAddr, obs.NewRegistry())
-	svc, err := selector.New(cfg, nc, selector.WithLogger(log), selector.WithMetrics(httpd.Registry()), selector.WithEventConn(events))
+	svc, err := selector.New(cfg, nc, selector.WithLogger(log), selector.WithMetrics(httpd.Registry()), selector.WithEventConns(conns[1:]...))
 	if err == nil { // a taken metrics port fails the start, not only /healthz
 		err = httpd.Listen()
 	}
 	if err != nil {
-		nc.Close()
-		events.Close()
+		closeAll()
 		return err
 	}
 	httpd.AddCheck("selector", svc.Check)
@@ -70,5 +80,9 @@ func run(log zerolog.Logger) error {
 			log.Error().Err(err).Msg("metrics endpoint stopped")
 		}
 	}()
-	return errors.Join(svc.Run(ctx), bus.Drain(nc, cfg.DrainTimeout), bus.Drain(events, cfg.DrainTimeout))
+	errs := []error{svc.Run(ctx)}
+	for _, c := range conns {
+		errs = append(errs, bus.Drain(c, cfg.DrainTimeout))
+	}
+	return errors.Join(errs...)
 }
