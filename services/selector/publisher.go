@@ -21,9 +21,7 @@ import (
 // request handlers (in parallel, after the reply went out) so that the one
 // publishing goroutine keeps up with every worker together.
 type publisher struct {
-	// js publishes on each event connection; publishing goroutine i uses
-	// js[i%len(js)].
-	js      []jetstream.JetStream
+	js      jetstream.JetStream
 	log     zerolog.Logger
 	retries int
 	// sizeHint is the largest event encoded so far: buffers start that big.
@@ -40,7 +38,6 @@ type publisher struct {
 
 type pendingEvent struct {
 	msg    *nats.Msg
-	js     jetstream.JetStream
 	future jetstream.PubAckFuture
 }
 
@@ -50,16 +47,9 @@ type pendingEvent struct {
 // is 4,000).
 const MaxEventsInFlight = 16384
 
-// EventPublishers is how many goroutines hand events to the event
-// connections: one alone fell behind at ~70k selections/s on 16 cores.
+// EventPublishers is how many goroutines hand events to the connection:
+// one alone fell behind at ~70k selections/s on 16 cores.
 const EventPublishers = 4
-
-// EventConns is how many connections the binaries open for decision
-// events (WithEventConns). The server reads each connection in one loop:
-// with the selector's parallel decisions on 16 cores, one event connection
-// stored 80k events/s, fewer than the selector made, and the buffer dropped
-// the rest.
-const EventConns = EventPublishers
 
 // eventAckTimeout bounds the wait for one publish's acknowledgement. An ack
 // lost with the stream leader never arrives (the connection stays up, so
@@ -88,7 +78,7 @@ func eventRetrySpan(retries int) time.Duration {
 	return span
 }
 
-func newPublisher(js []jetstream.JetStream, log zerolog.Logger, buffer, retries int) *publisher {
+func newPublisher(js jetstream.JetStream, log zerolog.Logger, buffer, retries int) *publisher {
 	return &publisher{
 		js: js, log: log, retries: retries,
 		queue: make(chan *nats.Msg, buffer),
@@ -129,25 +119,24 @@ func (p *publisher) run(ctx context.Context, stop <-chan struct{}) {
 		p.awaitAcks(ctx)
 	}()
 	var publishers sync.WaitGroup
-	for i := range EventPublishers {
-		js := p.js[i%len(p.js)]
-		publishers.Go(func() { p.publishAll(ctx, stop, js) })
+	for range EventPublishers {
+		publishers.Go(func() { p.publishAll(ctx, stop) })
 	}
 	publishers.Wait()
 	close(p.acks)
 }
 
 // publishAll is one publishing goroutine of run.
-func (p *publisher) publishAll(ctx context.Context, stop <-chan struct{}, js jetstream.JetStream) {
+func (p *publisher) publishAll(ctx context.Context, stop <-chan struct{}) {
 	for {
 		select {
 		case msg := <-p.queue:
-			p.publish(ctx, js, msg)
+			p.publish(ctx, msg)
 		case <-stop:
 			for {
 				select {
 				case msg := <-p.queue:
-					p.publish(ctx, js, msg)
+					p.publish(ctx, msg)
 				default:
 					return
 				}
@@ -156,13 +145,13 @@ func (p *publisher) publishAll(ctx context.Context, stop <-chan struct{}, js jet
 	}
 }
 
-func (p *publisher) publish(ctx context.Context, js jetstream.JetStream, msg *nats.Msg) {
-	fut, err := js.PublishMsgAsync(msg)
+func (p *publisher) publish(ctx context.Context, msg *nats.Msg) {
+	fut, err := p.js.PublishMsgAsync(msg)
 	if err != nil {
-		p.retry(ctx, js, msg, err)
+		p.retry(ctx, msg, err)
 		return
 	}
-	p.acks <- pendingEvent{msg: msg, js: js, future: fut}
+	p.acks <- pendingEvent{msg: msg, future: fut}
 }
 
 func (p *publisher) awaitAcks(ctx context.Context) {
@@ -171,14 +160,14 @@ func (p *publisher) awaitAcks(ctx context.Context) {
 		case <-pe.future.Ok():
 			p.published.Add(1)
 		case err := <-pe.future.Err():
-			p.retry(ctx, pe.js, pe.msg, err)
+			p.retry(ctx, pe.msg, err)
 		}
 	}
 }
 
 // retry republishes synchronously with backoff; the stream drops duplicates
 // by Nats-Msg-Id, so a publish that did land is not stored twice.
-func (p *publisher) retry(ctx context.Context, js jetstream.JetStream, msg *nats.Msg, cause error) {
+func (p *publisher) retry(ctx context.Context, msg *nats.Msg, cause error) {
 	backoff := retryBackoffMin
 	for attempt := 1; attempt <= p.retries && ctx.Err() == nil; attempt++ {
 		p.retried.Add(1)
@@ -188,7 +177,7 @@ func (p *publisher) retry(ctx context.Context, js jetstream.JetStream, msg *nats
 		case <-time.After(backoff):
 		}
 		pctx, cancel := context.WithTimeout(ctx, eventAckTimeout)
-		_, err := js.PublishMsg(pctx, msg)
+		_, err := p.js.PublishMsg(pctx, msg)
 		cancel()
 		if err == nil {
 			p.published.Add(1)

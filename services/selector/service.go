@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -60,8 +59,8 @@ type Service struct {
 	ledgerMu   sync.Mutex
 	registerer prometheus.Registerer
 	metrics    *metrics
-	// eventConns carry the decision events: nc unless WithEventConns set some.
-	eventConns []*nats.Conn
+	// eventConn carries the decision events: nc unless WithEventConn set one.
+	eventConn *nats.Conn
 }
 
 // errorCodes are the micro error codes the selector answers with.
@@ -77,15 +76,12 @@ func WithLogger(l zerolog.Logger) Option { return func(s *Service) { s.log = l }
 // (default: a private registry nobody scrapes).
 func WithMetrics(reg prometheus.Registerer) Option { return func(s *Service) { s.registerer = reg } }
 
-// WithEventConns publishes the decision events on ncs (EventConns of them
-// in the binaries) instead of the request connection. The server reads each
-// connection in one loop: on connections of their own the events (2-3 KB
-// each, with their acknowledgements) no longer queue behind the replies, nor
-// the replies behind them, and several share the reading. The caller owns
-// the connections and drains them after Run returns.
-func WithEventConns(ncs ...*nats.Conn) Option {
-	return func(s *Service) { s.eventConns = slices.Clone(ncs) }
-}
+// WithEventConn publishes the decision events on nc instead of the request
+// connection. The server reads each connection in one loop: on a second
+// connection the events (2-3 KB each, with their acknowledgements) no longer
+// queue behind the replies, nor the replies behind them. The caller owns nc
+// and drains it after Run returns.
+func WithEventConn(nc *nats.Conn) Option { return func(s *Service) { s.eventConn = nc } }
 
 // WithClock replaces time.Now, for tests of staleness.
 func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = now } }
@@ -121,20 +117,12 @@ func New(cfg Config, nc *nats.Conn, opts ...Option) (*Service, error) {
 		o(s)
 	}
 	s.log = s.log.With().Str("instance", cfg.Instance).Logger()
-	if len(s.eventConns) == 0 {
-		s.eventConns = []*nats.Conn{nc}
+	if s.eventConn == nil {
+		s.eventConn = nc
 	}
-	eventJS := make([]jetstream.JetStream, len(s.eventConns))
-	for i, ec := range s.eventConns {
-		if ec == nil {
-			return nil, fmt.Errorf("%w: event connection %d is nil", ErrConfig, i)
-		}
-		js, err := jetstream.New(ec, jetstream.WithPublishAsyncTimeout(eventAckTimeout),
-			jetstream.WithPublishAsyncMaxPending(max(MaxEventsInFlight/len(s.eventConns), 1024)))
-		if err != nil {
-			return nil, fmt.Errorf("%w: jetstream for events: %w", ErrConfig, err)
-		}
-		eventJS[i] = js
+	eventJS, err := jetstream.New(s.eventConn, jetstream.WithPublishAsyncTimeout(eventAckTimeout), jetstream.WithPublishAsyncMaxPending(MaxEventsInFlight))
+	if err != nil {
+		return nil, fmt.Errorf("%w: jetstream for events: %w", ErrConfig, err)
 	}
 	s.events = newPublisher(eventJS, s.log, cfg.EventBuffer, cfg.EventRetries)
 	s.sharer = &sharer{nc: nc, log: s.log}

@@ -229,7 +229,7 @@ func TestSelectorAnswersAndPublishesEvents(t *testing.T) {
 	}
 }
 
-// With WithEventConns the events travel on that connection, and reach the
+// With WithEventConn the events travel on that connection, and reach the
 // stream as they do on the request connection.
 func TestSelectorPublishesOnTheEventConn(t *testing.T) {
 	cfg := selection.DefaultConfig()
@@ -237,7 +237,7 @@ func TestSelectorPublishesOnTheEventConn(t *testing.T) {
 	w := newWorld(t, cfg)
 	srv, nc, js, now := w.srv, w.nc, w.js, w.now
 	eventConn := natstest.Connect(t, srv)
-	svc := startSelector(t, natstest.Connect(t, srv), newFakeClock(now), nil, WithEventConns(eventConn))
+	svc := startSelector(t, natstest.Connect(t, srv), newFakeClock(now), nil, WithEventConn(eventConn))
 	const n = 5
 	for range n {
 		if _, code, er := selectJSON(t, nc, selection.Request{TaskCategory: "code"}); code != "" {

@@ -198,13 +198,11 @@ func start(ctx context.Context, o options, dir string) (*system, error) {
 	if err != nil {
 		return fail(err)
 	}
-	selEvents := make([]*nats.Conn, selector.EventConns)
-	for i := range selEvents {
-		if selEvents[i], err = connect(fmt.Sprintf("selector-events-%d", i+1)); err != nil {
-			return fail(err)
-		}
+	selEvents, err := connect("selector-events")
+	if err != nil {
+		return fail(err)
 	}
-	sys.selector, err = selector.New(selector.DefaultConfig(), selConn, selector.WithEventConns(selEvents...))
+	sys.selector, err = selector.New(selector.DefaultConfig(), selConn, selector.WithEventConn(selEvents))
 	if err != nil {
 		return fail(err)
 	}
@@ -513,36 +511,25 @@ func startWire(ctx context.Context, url string, client *nats.Conn) (*wire, error
 	}); err != nil {
 		return nil, err
 	}
-	// Like the selector: replies on one connection, events on EventConns others.
+	// Like the selector: replies on one connection, events on another.
 	nc, err := nats.Connect(url, nats.Name("bench-wire"))
 	if err != nil {
 		return nil, err
 	}
-	conns := []*nats.Conn{nc}
-	closeAll := func() {
-		for _, c := range conns {
-			c.Close()
-		}
+	eventConn, err := nats.Connect(url, nats.Name("bench-wire-events"))
+	if err != nil {
+		nc.Close()
+		return nil, err
 	}
-	var eventJS []jetstream.JetStream
-	for i := range selector.EventConns {
-		ec, err := nats.Connect(url, nats.Name(fmt.Sprintf("bench-wire-events-%d", i+1)))
-		if err != nil {
-			closeAll()
-			return nil, err
-		}
-		conns = append(conns, ec)
-		js, err := jetstream.New(ec, jetstream.WithPublishAsyncMaxPending(selector.MaxEventsInFlight/selector.EventConns))
-		if err != nil {
-			closeAll()
-			return nil, err
-		}
-		eventJS = append(eventJS, js)
+	js, err := jetstream.New(eventConn, jetstream.WithPublishAsyncMaxPending(selector.MaxEventsInFlight))
+	if err != nil {
+		nc.Close()
+		eventConn.Close()
+		return nil, err
 	}
-	w := &wire{js: eventJS, queue: make(chan struct{}, selector.DefaultConfig().EventBuffer), done: make(chan struct{})}
+	w := &wire{js: js, queue: make(chan struct{}, selector.DefaultConfig().EventBuffer), done: make(chan struct{})}
 	var publishers sync.WaitGroup
-	for i := range selector.EventPublishers {
-		js := eventJS[i%len(eventJS)]
+	for range selector.EventPublishers {
 		publishers.Go(func() {
 			for range w.queue {
 				msg := &nats.Msg{Subject: wireStream + ".events", Data: last.Data, Header: nats.Header{}}
@@ -567,21 +554,22 @@ func startWire(ctx context.Context, url string, client *nats.Conn) (*wire, error
 			}
 		})},
 	}); err != nil {
-		closeAll()
+		nc.Close()
+		eventConn.Close()
 		return nil, err
 	}
 	w.stop = func() {
 		nc.Close()
 		close(w.queue)
 		<-w.done
-		closeAll()
+		eventConn.Close()
 	}
 	return w, nil
 }
 
 // wire is the running wire responder.
 type wire struct {
-	js      []jetstream.JetStream
+	js      jetstream.JetStream
 	queue   chan struct{}
 	done    chan struct{}
 	dropped atomic.Int64
@@ -591,13 +579,7 @@ type wire struct {
 // settle waits until every queued event is published and acknowledged, so
 // that the next measurement does not pay for this one's backlog.
 func (w *wire) settle() {
-	pending := func() (n int) {
-		for _, js := range w.js {
-			n += js.PublishAsyncPending()
-		}
-		return n
-	}
-	for len(w.queue) > 0 || pending() > 0 {
+	for len(w.queue) > 0 || w.js.PublishAsyncPending() > 0 {
 		time.Sleep(5 * time.Millisecond)
 	}
 }

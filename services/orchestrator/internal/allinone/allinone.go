@@ -328,13 +328,11 @@ func (s *System) start(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		events := make([]*nats.Conn, selector.EventConns)
-		for i := range events {
-			if events[i], err = connect(fmt.Sprintf("%s-events-%d", Selector, i+1)); err != nil {
-				return err
-			}
+		events, err := connect(Selector + "-events")
+		if err != nil {
+			return err
 		}
-		opts := []selector.Option{selector.WithLogger(s.newLog("selector")), selector.WithEventConns(events...)}
+		opts := []selector.Option{selector.WithLogger(s.newLog("selector")), selector.WithEventConn(events)}
 		if s.httpd != nil {
 			opts = append(opts, selector.WithMetrics(s.httpd.Registry()))
 		}

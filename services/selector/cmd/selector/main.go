@@ -5,13 +5,11 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/kelseyhightower/envconfig"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -50,28 +48,20 @@ func run(log zerolog.Logger) error {
 		// Locked-down accounts cannot create streams: `orchestrator provision` does it.
 		log.Warn().Err(err).Msg("could not provision streams and buckets; expecting them to exist")
 	}
-	// Decision events travel on connections of their own (see selector.WithEventConns).
-	conns := []*nats.Conn{nc}
-	closeAll := func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}
-	for i := range selector.EventConns {
-		ec, err := bus.Connect(ctx, cfg.ConnConfig, fmt.Sprintf("selector-events-%d", i+1))
-		if err != nil {
-			closeAll()
-			return err
-		}
-		conns = append(conns, ec)
+	// Decision events travel on their own connection (see selector.WithEventConn).
+	events, err := bus.Connect(ctx, cfg.ConnConfig, "selector-events")
+	if err != nil {
+		nc.Close()
+		return err
 	}
 	httpd := obs.NewServer(cfg.MetricsAddr, obs.NewRegistry())
-	svc, err := selector.New(cfg, nc, selector.WithLogger(log), selector.WithMetrics(httpd.Registry()), selector.WithEventConns(conns[1:]...))
+	svc, err := selector.New(cfg, nc, selector.WithLogger(log), selector.WithMetrics(httpd.Registry()), selector.WithEventConn(events))
 	if err == nil { // a taken metrics port fails the start, not only /healthz
 		err = httpd.Listen()
 	}
 	if err != nil {
-		closeAll()
+		nc.Close()
+		events.Close()
 		return err
 	}
 	httpd.AddCheck("selector", svc.Check)
@@ -80,9 +70,5 @@ func run(log zerolog.Logger) error {
 			log.Error().Err(err).Msg("metrics endpoint stopped")
 		}
 	}()
-	errs := []error{svc.Run(ctx)}
-	for _, c := range conns {
-		errs = append(errs, bus.Drain(c, cfg.DrainTimeout))
-	}
-	return errors.Join(errs...)
+	return errors.Join(svc.Run(ctx), bus.Drain(nc, cfg.DrainTimeout), bus.Drain(events, cfg.DrainTimeout))
 }
