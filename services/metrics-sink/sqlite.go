@@ -38,16 +38,19 @@ const sqlitePragmas = "_pragma=busy_timeout(5000)&_pragma=synchronous(FULL)&_txl
 // (BenchmarkIngest). An existing file keeps the page size it was made with.
 const sqlitePageSize = 65536
 
-// sqliteWALTruncateFrames is the WAL length (frames of one page, 64 MiB)
-// past which the checkpointer empties the WAL rather than only copying it
-// back: under steady writes the WAL may never be fully copied at the moment
-// a batch starts, which is when SQLite would restart it.
-const sqliteWALTruncateFrames = 1024
+// sqliteWALLimitFrames is the WAL length (frames of one page: 64 MiB) past
+// which the writer copies the WAL back itself before its next batch. The
+// checkpointer copies it after each commit, but under steady writes the
+// copy may never be complete when a batch starts, which is when SQLite
+// restarts the WAL from its beginning; a writer that finds the WAL this long
+// completes the copy first (PASSIVE: it never waits for readers), so the WAL
+// restarts, and journal_size_limit cuts the file back to this size. Only a
+// reader that holds one snapshot all along keeps it growing, until it ends.
+const sqliteWALLimitFrames = 1024
 
-// sqliteCheckpointBusyTimeout bounds how long a truncating checkpoint waits
-// for readers while it holds the write lock; a busy checkpoint is simply
-// tried again after the next commit.
-const sqliteCheckpointBusyTimeout = "_pragma=busy_timeout(1000)&_pragma=synchronous(FULL)"
+// sqliteCheckpointRetry is how often a failed checkpoint is tried again
+// while no commit comes to wake the checkpointer.
+const sqliteCheckpointRetry = time.Second
 
 // sqliteWriterCacheKiB is the writer's page cache, room for a batch of
 // DefaultBatchSize rows. SQLite's 2 MB default is smaller than even 1,024
@@ -108,8 +111,10 @@ type SQLiteStore struct {
 	stopCheckpoints chan struct{}
 	checkpointsDone chan struct{}
 	closeOnce       sync.Once
-	// walTruncateFrames is sqliteWALTruncateFrames; tests lower it.
-	walTruncateFrames int
+	// walLimitFrames is sqliteWALLimitFrames; tests lower it.
+	walLimitFrames int64
+	// walFrames is the WAL's length at the last checkpoint.
+	walFrames atomic.Int64
 	// checkpointErr is the last checkpoint's error, nil after a good one.
 	checkpointErr atomic.Pointer[error]
 }
@@ -132,8 +137,11 @@ func OpenSQLite(ctx context.Context, path string) (*SQLiteStore, error) {
 			return nil, fmt.Errorf("%w: sqlite %s: %w", ErrOpenStore, path, err)
 		}
 	}
-	// The writer never checkpoints (wal_autocheckpoint 0): see checkpointLoop.
-	writer, err := sql.Open("sqlite", path+"?"+sqlitePragmas+fmt.Sprintf("&_pragma=page_size(%d)&_pragma=wal_autocheckpoint(0)&_pragma=cache_size(-%d)", sqlitePageSize, sqliteWriterCacheKiB))
+	// The writer leaves checkpoints to checkpointLoop (wal_autocheckpoint 0)
+	// unless the WAL grew past sqliteWALLimitFrames.
+	writer, err := sql.Open("sqlite", path+"?"+sqlitePragmas+fmt.Sprintf(
+		"&_pragma=page_size(%d)&_pragma=wal_autocheckpoint(0)&_pragma=journal_size_limit(%d)&_pragma=cache_size(-%d)",
+		sqlitePageSize, sqliteWALLimitFrames*sqlitePageSize, sqliteWriterCacheKiB))
 	if err != nil {
 		return nil, fmt.Errorf("%w: sqlite %s: %w", ErrOpenStore, path, err)
 	}
@@ -160,14 +168,14 @@ func OpenSQLite(ctx context.Context, path string) (*SQLiteStore, error) {
 	}
 	reader.SetMaxOpenConns(sqliteReaders)
 	s.reader = reader
-	checkpointer, err := sql.Open("sqlite", path+"?"+sqliteCheckpointBusyTimeout)
+	checkpointer, err := sql.Open("sqlite", path+"?"+sqlitePragmas)
 	if err != nil {
 		_ = errors.Join(reader.Close(), writer.Close())
 		return nil, fmt.Errorf("%w: sqlite %s: %w", ErrOpenStore, path, err)
 	}
 	checkpointer.SetMaxOpenConns(1)
 	s.checkpointer = checkpointer
-	s.walTruncateFrames = sqliteWALTruncateFrames
+	s.walLimitFrames = sqliteWALLimitFrames
 	s.committed = make(chan struct{}, 1)
 	s.stopCheckpoints = make(chan struct{})
 	s.checkpointsDone = make(chan struct{})
@@ -178,37 +186,39 @@ func OpenSQLite(ctx context.Context, path string) (*SQLiteStore, error) {
 // checkpointLoop copies the WAL back into the database file after each
 // commit, on its own connection, beside the writer: done inside the
 // writer's commit (SQLite's autocheckpoint) it took a quarter of the
-// writer's time. PASSIVE never waits for the writer or readers. Under
-// steady writes the WAL may never be wholly copied when a batch starts,
-// which is when SQLite would restart it, so once it is walTruncateFrames
-// long TRUNCATE waits for the writer's batch and empties it.
+// writer's time. PASSIVE never waits for the writer or readers. A failed
+// checkpoint is tried again every sqliteCheckpointRetry, so that an idle
+// sink does not keep reporting it.
 func (s *SQLiteStore) checkpointLoop() {
 	defer close(s.checkpointsDone)
+	retry := time.NewTicker(sqliteCheckpointRetry)
+	defer retry.Stop()
 	for {
 		select {
 		case <-s.stopCheckpoints:
 			return
 		case <-s.committed:
+		case <-retry.C:
+			if s.checkpointErr.Load() == nil {
+				continue
+			}
 		}
-		walFrames, err := s.checkpoint("PASSIVE")
-		if err == nil && walFrames >= s.walTruncateFrames {
-			_, err = s.checkpoint("TRUNCATE")
-		}
-		if err != nil {
-			s.checkpointErr.Store(&err)
-			continue
-		}
-		s.checkpointErr.Store(nil)
+		s.checkpoint(s.checkpointer)
 	}
 }
 
-// checkpoint runs one checkpoint in mode and returns the WAL's length in
-// frames. A checkpoint that could not finish for readers or the writer is
-// not an error: the next commit tries again.
-func (s *SQLiteStore) checkpoint(mode string) (walFrames int, err error) {
-	var busy, copied int
-	err = s.checkpointer.QueryRow("PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &walFrames, &copied)
-	return walFrames, err
+// checkpoint runs a PASSIVE checkpoint on db and records the WAL's length
+// and the error, if any. One that could not copy everything (a reader or
+// the writer in the way) is not an error: the next one goes on.
+func (s *SQLiteStore) checkpoint(db *sql.DB) {
+	var busy, walFrames, copied int64
+	if err := db.QueryRow("PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &walFrames, &copied); err != nil {
+		err = fmt.Errorf("checkpoint: %w", err)
+		s.checkpointErr.Store(&err)
+		return
+	}
+	s.walFrames.Store(walFrames)
+	s.checkpointErr.Store(nil)
 }
 
 func (s *SQLiteStore) migrate(ctx context.Context) error {
@@ -258,6 +268,9 @@ func (s *SQLiteStore) Insert(ctx context.Context, recs []Record) (int, error) {
 		return 0, nil
 	}
 	fail := func(err error) (int, error) { return 0, fmt.Errorf("%w: sqlite %s: %w", ErrInsert, s.path, err) }
+	if s.walFrames.Load() >= s.walLimitFrames {
+		s.checkpoint(s.writer) // see sqliteWALLimitFrames
+	}
 	tx, err := s.writer.BeginTx(ctx, nil)
 	if err != nil {
 		return fail(err)
@@ -457,7 +470,7 @@ func (s *SQLiteStore) Ping(ctx context.Context) error {
 		return fmt.Errorf("%w: sqlite %s: ping: %w", ErrQuery, s.path, err)
 	}
 	if cerr := s.checkpointErr.Load(); cerr != nil {
-		return fmt.Errorf("%w: sqlite %s: checkpoint: %w", ErrQuery, s.path, *cerr)
+		return fmt.Errorf("%w: sqlite %s: %w", ErrQuery, s.path, *cerr)
 	}
 	return nil
 }
@@ -467,7 +480,8 @@ func (s *SQLiteStore) Ping(ctx context.Context) error {
 func (s *SQLiteStore) DB() *sql.DB { return s.reader }
 
 // Close stops the checkpointer and closes the connections, the writer last:
-// the last connection to close checkpoints and removes the WAL.
+// the last connection to close checkpoints and removes the WAL (when no
+// reader is still open).
 func (s *SQLiteStore) Close() error {
 	s.closeOnce.Do(func() { close(s.stopCheckpoints) })
 	<-s.checkpointsDone

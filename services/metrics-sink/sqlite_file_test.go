@@ -63,8 +63,9 @@ func TestSQLiteFileSettings(t *testing.T) {
 	}
 }
 
-// The writer never checkpoints; the checkpointer copies committed rows into
-// the database file beside it, and empties a WAL grown past the threshold.
+// The checkpointer copies committed rows into the database file beside the
+// writer, and a writer that finds the WAL past its limit completes the copy
+// before its batch, so the WAL restarts instead of growing batch by batch.
 func TestSQLiteCheckpointer(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ckpt.db")
 	st, err := OpenSQLite(testCtx(t), path)
@@ -72,17 +73,7 @@ func TestSQLiteCheckpointer(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
-	st.walTruncateFrames = 4 // before the first commit wakes the checkpointer
-	const batches, rows = 5, 100
-	evs := make([]events.SelectionEvent, 0, batches*rows)
-	for i := range batches * rows {
-		evs = append(evs, benchEvent(i))
-	}
-	for b := range batches {
-		if _, err := st.Insert(testCtx(t), records(t, evs[b*rows:(b+1)*rows])); err != nil {
-			t.Fatal(err)
-		}
-	}
+	st.walLimitFrames = 4 // before the first commit wakes the checkpointer
 	size := func(p string) int64 {
 		fi, err := os.Stat(p)
 		if err != nil {
@@ -90,10 +81,27 @@ func TestSQLiteCheckpointer(t *testing.T) {
 		}
 		return fi.Size()
 	}
-	// 500 rows of about 2.8 KB: over 1 MB once copied into the file.
-	waitFor(t, "rows copied into the database file and the WAL emptied", func() bool {
-		return size(path) > 1<<20 && size(path+"-wal") == 0
-	})
+	const batches, rows = 6, 100
+	var firstWAL int64
+	for b := range batches {
+		evs := make([]events.SelectionEvent, 0, rows)
+		for i := range rows {
+			evs = append(evs, benchEvent(b*rows+i))
+		}
+		if _, err := st.Insert(testCtx(t), records(t, evs)); err != nil {
+			t.Fatal(err)
+		}
+		if b == 0 {
+			firstWAL = size(path + "-wal")
+			waitFor(t, "the checkpointer to see the first batch", func() bool { return st.walFrames.Load() >= st.walLimitFrames })
+		}
+	}
+	// Batch by batch the WAL would hold all six; restarted, about one.
+	if got := size(path + "-wal"); got > 2*firstWAL {
+		t.Fatalf("WAL is %d bytes after %d batches, %d after the first: it was not restarted", got, batches, firstWAL)
+	}
+	// 600 rows of about 2.8 KB: over 1.5 MB once copied into the file.
+	waitFor(t, "rows copied into the database file", func() bool { return size(path) > 3<<19 })
 	if err := st.Ping(testCtx(t)); err != nil {
 		t.Fatalf("Ping after checkpoints: %v", err)
 	}
