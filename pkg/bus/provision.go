@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -58,10 +59,11 @@ func WithSelectionMaxAge(d time.Duration) ProvisionOption {
 // writes in batches, not one write per event. Meant for a server in the same
 // process as the selectors (serve's embedded one), where a crash that loses
 // those writes also loses the selectors' unsent events. Measured there
-// (scripts/bench-nats, 16 cores), a stream with one write per event fell
-// behind a selector at full rate and 2-3% of the events were dropped; in
-// async mode none were. An existing stream keeps its mode (NATS cannot change
-// it), and a replicated stream has none (NATS writes those in batches already).
+// (scripts/bench-nats, 16 cores, 78-92k selections/s), a stream with one
+// write per event fell behind and 2-3% of the events were dropped; in async
+// mode none were (faster selectors outrun both). An existing stream keeps its
+// mode (NATS cannot change it), and a replicated stream has none (NATS
+// writes those in batches already).
 func WithAsyncEventPersist() ProvisionOption {
 	return func(o *provisionOptions) { o.asyncEvents = true }
 }
@@ -100,8 +102,13 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ...ProvisionOpt
 			Storage:     jetstream.FileStorage,
 		},
 	}
-	for _, cfg := range streams {
-		cur := currentConfig(ctx, js, cfg.Name)
+	// Look every stream up first: a refusal must come before any change.
+	for i := range streams {
+		cfg := &streams[i]
+		cur, err := currentConfig(ctx, js, cfg.Name)
+		if err != nil {
+			return err
+		}
 		cfg.Replicas = o.replicasFor(cur)
 		if cfg.Name == SelectionStream {
 			cfg.PersistMode = o.eventPersistFor(cur, cfg.Replicas)
@@ -109,6 +116,8 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ...ProvisionOpt
 				return fmt.Errorf("%w: stream %s was made in async persist mode (serve's embedded server), which NATS cannot replicate: move its events to a new stream to scale it to %d replicas", ErrProvision, cfg.Name, cfg.Replicas)
 			}
 		}
+	}
+	for _, cfg := range streams {
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("%w: stream %s: %w", ErrProvision, cfg.Name, err)
 		}
@@ -121,7 +130,11 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ...ProvisionOpt
 	}
 	for _, cfg := range buckets {
 		cfg.Storage = jetstream.FileStorage
-		cfg.Replicas = o.replicasFor(currentConfig(ctx, js, "KV_"+cfg.Bucket))
+		cur, err := currentConfig(ctx, js, "KV_"+cfg.Bucket)
+		if err != nil {
+			return err
+		}
+		cfg.Replicas = o.replicasFor(cur)
 		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
 			return fmt.Errorf("%w: bucket %s: %w", ErrProvision, cfg.Bucket, err)
 		}
@@ -129,16 +142,17 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ...ProvisionOpt
 	return nil
 }
 
-// currentConfig is the config of the stream called name, nil when there is none.
-func currentConfig(ctx context.Context, js jetstream.JetStream, name string) *jetstream.StreamConfig {
+// currentConfig is the config of the stream called name, nil when there is
+// none.
+func currentConfig(ctx context.Context, js jetstream.JetStream, name string) (*jetstream.StreamConfig, error) {
 	st, err := js.Stream(ctx, name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, nil
+	}
 	if err != nil {
-		return nil
+		return nil, fmt.Errorf("%w: look up stream %s: %w", ErrProvision, name, err)
 	}
-	if info := st.CachedInfo(); info != nil {
-		return &info.Config
-	}
-	return nil
+	return &st.CachedInfo().Config, nil
 }
 
 // replicasFor is the replica count to provision a stream with: the one

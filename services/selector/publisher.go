@@ -2,6 +2,7 @@ package selector
 
 import (
 	"context"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -66,16 +67,24 @@ const (
 )
 
 // eventRetrySpan is the longest time from an event's first publish to its
-// last retry: the stream's dedup window must cover it, or a retry of an event
-// that did land (its ack lost) is stored twice.
+// last retry, when the event is retried on its own: the stream's dedup
+// window must cover it, or a retry of an event that did land (its ack lost)
+// is stored twice. When many publishes fail together they are retried one
+// after another, and the last may come after the window; the stream then
+// holds it twice and the sink, keyed by event id, stores it once. It
+// saturates at the longest Duration instead of overflowing.
 func eventRetrySpan(retries int) time.Duration {
 	span := eventAckTimeout
 	backoff := retryBackoffMin
-	for range retries {
+	for ; retries > 0 && backoff < retryBackoffMax; retries-- {
 		span += backoff + eventAckTimeout
 		backoff = min(2*backoff, retryBackoffMax)
 	}
-	return span
+	step := retryBackoffMax + eventAckTimeout
+	if retries > 0 && time.Duration(retries) > (math.MaxInt64-span)/step {
+		return math.MaxInt64
+	}
+	return span + time.Duration(retries)*step
 }
 
 func newPublisher(js jetstream.JetStream, log zerolog.Logger, buffer, retries int) *publisher {

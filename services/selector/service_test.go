@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -569,6 +570,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"zero buffer", func(c *Config) { c.EventBuffer = 0 }},
 		{"negative retries", func(c *Config) { c.EventRetries = -1 }},
 		{"retries beyond the dedup window", func(c *Config) { c.EventRetries = 10 }},
+		{"retries without end", func(c *Config) { c.EventRetries = math.MaxInt }},
 		{"zero rebuild interval", func(c *Config) { c.FleetRebuildInterval = 0 }},
 	}
 	for _, tt := range tests {
@@ -594,6 +596,7 @@ func TestEventRetrySpan(t *testing.T) {
 		{5, 13550 * time.Millisecond},
 		{9, 29150 * time.Millisecond},
 		{10, 33150 * time.Millisecond},
+		{1 << 40, math.MaxInt64}, // saturates, neither loops for ages nor wraps
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprint(tt.retries), func(t *testing.T) {

@@ -300,7 +300,7 @@ func (s *System) start(ctx context.Context) error {
 	}
 	if cfg.Provision {
 		var opts []bus.ProvisionOption
-		if cfg.Embedded { // the server shares this process with the selector
+		if cfg.Embedded && cfg.runs(Selector) { // the server shares this process with the selector
 			opts = append(opts, bus.WithAsyncEventPersist())
 		}
 		if err := bus.Provision(ctx, js, opts...); err != nil {
