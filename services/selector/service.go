@@ -49,7 +49,9 @@ type Service struct {
 	readyOnce      sync.Once
 
 	selections atomic.Uint64
-	errors     [5]atomic.Uint64 // by errorCodes index
+	// reselections counts placements selected again under the ledger lock.
+	reselections atomic.Uint64
+	errors       [5]atomic.Uint64 // by errorCodes index
 	// handling is held shared by every request in flight and exclusively
 	// by shutdown, which then sets stopping.
 	handling sync.RWMutex
@@ -544,6 +546,7 @@ func (s *Service) place(snap *snapshot, q selection.Query, res selection.Result,
 	s.ledgerMu.Lock()
 	defer s.ledgerMu.Unlock()
 	if seen, _ := res.ReservedMB(res.GPU.Key); s.ledger.ReservedMB(res.GPU.Key, q.Now) != seen {
+		s.reselections.Add(1)
 		var err error
 		if res, err = snap.engine.Select(q, snap.fleet); err != nil || res.GPU == nil {
 			return res, err
@@ -590,8 +593,11 @@ type Stats struct {
 	EventsDropped   uint64            `json:"events_dropped"`
 	EventsFailed    uint64            `json:"events_failed"`
 	EventsBuffered  int               `json:"events_buffered"`
-	GPUs            int               `json:"gpus"`
-	Models          int               `json:"models"`
+	// Reselections counts placements selected again because a parallel
+	// request reserved on the chosen GPU in between.
+	Reselections uint64 `json:"reselections"`
+	GPUs         int    `json:"gpus"`
+	Models       int    `json:"models"`
 	// AppliedRevisions is the newest revision of each registry bucket
 	// (orch_models, orch_categories, orch_config) that this selector has
 	// read and rebuilt its engine from: a write at or below it is live here.
@@ -604,7 +610,7 @@ func (s *Service) Stats() Stats {
 		Selections: s.selections.Load(), Errors: map[string]uint64{},
 		EventsPublished: s.events.published.Load(), EventsRetried: s.events.retried.Load(),
 		EventsDropped: s.events.dropped.Load(), EventsFailed: s.events.failed.Load(),
-		EventsBuffered: len(s.events.queue),
+		EventsBuffered: len(s.events.queue), Reselections: s.reselections.Load(),
 	}
 	for i, c := range errorCodes {
 		if n := s.errors[i].Load(); n > 0 {

@@ -536,6 +536,10 @@ func TestConcurrentPlacementsNeverOvercommit(t *testing.T) {
 	if got := svc.ledger.ReservedMB(key, clock.now()); got != placed {
 		t.Fatalf("ledger holds %d MB, the placements %d MB", got, placed)
 	}
+	// Every placement after the first found the GPU changed since it selected.
+	if got := svc.Stats().Reselections; got != burst-1 {
+		t.Fatalf("%d reselections, want %d", got, burst-1)
+	}
 }
 
 func TestReplicasShareReservations(t *testing.T) {
@@ -642,6 +646,7 @@ func TestSelectorMetrics(t *testing.T) {
 		`orch_selector_decisions_total{category="code",mode="gpu_aware",model="",outcome="no_candidate"}`:                1,
 		`orch_selector_events_published_total`:                                  1,
 		`orch_selector_events_dropped_total`:                                    0,
+		`orch_selector_placements_reselected_total`:                             0,
 		`orch_gpu_sample_age_seconds{gpu="GPU-node-a",host="node-a",index="0"}`: 0,
 		`orch_selector_decision_duration_seconds_count`:                         3,
 	}
