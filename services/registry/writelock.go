@@ -46,10 +46,16 @@ func (st *store) lockWrites(ctx context.Context, holder string, until time.Time)
 	if err != nil {
 		return nil, err
 	}
+	held := errors.New("another registry held the write lease " + bus.ConfigBucket + "/" + WriterKey + " until this write's deadline")
+	waited := false
 	for {
 		rev, err := st.config.Create(ctx, WriterKey, value)
 		if errors.Is(err, jetstream.ErrKeyExists) {
 			rev, err = st.takeOverExpired(ctx, value)
+		}
+		if err != nil && waited && ctx.Err() != nil {
+			// The deadline ran out while asking again, after waiting.
+			return nil, fmt.Errorf("%w: %w: %w", ErrConflict, held, ctx.Err())
 		}
 		switch {
 		case err == nil && rev > 0:
@@ -63,10 +69,10 @@ func (st *store) lockWrites(ctx context.Context, holder string, until time.Time)
 		case err != nil:
 			return nil, fmt.Errorf("%w: write lease %s/%s: %w", ErrUnavailable, bus.ConfigBucket, WriterKey, err)
 		}
+		waited = true
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%w: another registry held the write lease %s/%s until this write's deadline: %w",
-				ErrConflict, bus.ConfigBucket, WriterKey, ctx.Err())
+			return nil, fmt.Errorf("%w: %w: %w", ErrConflict, held, ctx.Err())
 		case <-time.After(writerPoll):
 		}
 	}
