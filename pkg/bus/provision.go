@@ -36,7 +36,6 @@ type provisionOptions struct {
 	replicas        int
 	replicasSet     bool
 	selectionMaxAge time.Duration
-	asyncEvents     bool
 }
 
 // ProvisionOption tunes Provision.
@@ -52,20 +51,6 @@ func WithReplicas(n int) ProvisionOption {
 // WithSelectionMaxAge sets how long decision events are kept (default 30 days).
 func WithSelectionMaxAge(d time.Duration) ProvisionOption {
 	return func(o *provisionOptions) { o.selectionMaxAge = d }
-}
-
-// WithAsyncEventPersist creates a new SelectionStream in NATS's async
-// persist mode: the server acknowledges an event before its file write and
-// writes in batches, not one write per event. Meant for a server in the same
-// process as the selectors (serve's embedded one), where a crash that loses
-// those writes also loses the selectors' unsent events. Measured there
-// (scripts/bench-nats, 16 cores, 78-92k selections/s), a stream with one
-// write per event fell behind and 2-3% of the events were dropped; in async
-// mode none were (faster selectors outrun both). An existing stream keeps its
-// mode (NATS cannot change it), and a replicated stream has none (NATS
-// writes those in batches already).
-func WithAsyncEventPersist() ProvisionOption {
-	return func(o *provisionOptions) { o.asyncEvents = true }
 }
 
 // Provision creates or updates the orchestrator's streams (TelemetryStream,
@@ -102,7 +87,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ...ProvisionOpt
 			Storage:     jetstream.FileStorage,
 		},
 	}
-	// Look every stream up first: a refusal must come before any change.
+	// Look every stream up first, so that a failed lookup changes nothing.
 	for i := range streams {
 		cfg := &streams[i]
 		cur, err := currentConfig(ctx, js, cfg.Name)
@@ -110,11 +95,8 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ...ProvisionOpt
 			return err
 		}
 		cfg.Replicas = o.replicasFor(cur)
-		if cfg.Name == SelectionStream {
-			cfg.PersistMode = o.eventPersistFor(cur, cfg.Replicas)
-			if cfg.PersistMode == jetstream.AsyncPersistMode && cfg.Replicas > 1 {
-				return fmt.Errorf("%w: stream %s was made in async persist mode (serve's embedded server), which NATS cannot replicate: move its events to a new stream to scale it to %d replicas", ErrProvision, cfg.Name, cfg.Replicas)
-			}
+		if cur != nil { // NATS cannot change it: keep what the stream was made with
+			cfg.PersistMode = cur.PersistMode
 		}
 	}
 	for _, cfg := range streams {
@@ -167,16 +149,4 @@ func (o *provisionOptions) replicasFor(cur *jetstream.StreamConfig) int {
 		return cur.Replicas
 	}
 	return 1
-}
-
-// eventPersistFor is the SelectionStream's persist mode: the current one,
-// which NATS cannot change, else async when asked for on one replica.
-func (o *provisionOptions) eventPersistFor(cur *jetstream.StreamConfig, replicas int) jetstream.PersistModeType {
-	if cur != nil {
-		return cur.PersistMode
-	}
-	if o.asyncEvents && replicas == 1 {
-		return jetstream.AsyncPersistMode
-	}
-	return jetstream.DefaultPersistMode
 }

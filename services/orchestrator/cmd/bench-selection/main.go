@@ -54,12 +54,9 @@ type options struct {
 	inflight       []int
 	gpus           int
 	reservationTTL time.Duration
-	// eventPersist is the decision stream's persist mode: async, as serve's
-	// embedded server makes it, or default (one write per event).
-	eventPersist string
-	cpuProfile   string
-	mutexProfile string
-	sinkProfile  string
+	cpuProfile     string
+	mutexProfile   string
+	sinkProfile    string
 }
 
 func main() {
@@ -72,12 +69,7 @@ func main() {
 	flag.StringVar(&o.mutexProfile, "mutexprofile", "", "write a mutex contention profile of the last level's select phase to this file")
 	flag.StringVar(&o.sinkProfile, "sink-cpuprofile", "", "write a CPU profile of the sink draining the backlog to this file")
 	flag.DurationVar(&o.reservationTTL, "reservation-ttl", 0, "GPU memory reservation TTL; 0 keeps the simulated fleet from filling up, so every request is a full gpu_aware selection")
-	flag.StringVar(&o.eventPersist, "event-persist", "async", "decision stream persist mode: async (as serve's embedded server makes it) or default (one file write per event, as a separate NATS server)")
 	flag.Parse()
-	if o.eventPersist != "async" && o.eventPersist != "default" {
-		fmt.Fprintf(os.Stderr, "bench-selection: -event-persist %q: want async or default\n", o.eventPersist)
-		os.Exit(2)
-	}
 	for _, f := range strings.Split(levels, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n < 1 {
@@ -150,11 +142,7 @@ func start(ctx context.Context, o options, dir string) (*system, error) {
 	if err != nil {
 		return fail(err)
 	}
-	var provision []bus.ProvisionOption
-	if o.eventPersist == "async" {
-		provision = append(provision, bus.WithAsyncEventPersist())
-	}
-	if err := bus.Provision(ctx, js, provision...); err != nil {
+	if err := bus.Provision(ctx, js); err != nil {
 		return fail(err)
 	}
 
@@ -399,7 +387,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	wr.settle()
 	settleSelector(sys.selector)
 
-	fmt.Fprintf(out, "GPUs: %d simulated; each level runs %s; decision events on, stream persist mode %s; reservation TTL %s\n", o.gpus, o.duration, o.eventPersist, o.reservationTTL)
+	fmt.Fprintf(out, "GPUs: %d simulated; each level runs %s; decision events on; reservation TTL %s\n", o.gpus, o.duration, o.reservationTTL)
 	fmt.Fprint(out, "wire: a responder that sends a recorded selection reply and publishes a recorded decision event (same sizes, same way), without selecting\n\n")
 	fmt.Fprintln(out, "| in flight | echo req/s | echo p50 | echo p99 | wire req/s | select req/s | select p50 | select p99 | select/echo | select/wire | select errors | events dropped |")
 	fmt.Fprintln(out, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -509,7 +497,6 @@ func startWire(ctx context.Context, url string, client *nats.Conn) (*wire, error
 	}
 	if _, err := adminJS.CreateStream(ctx, jetstream.StreamConfig{
 		Name: wireStream, Subjects: []string{wireStream + ".>"}, Storage: jetstream.FileStorage, Duplicates: bus.SelectionDedupWindow,
-		PersistMode: sel.CachedInfo().Config.PersistMode,
 	}); err != nil {
 		return nil, err
 	}
