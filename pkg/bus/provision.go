@@ -87,7 +87,8 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ...ProvisionOpt
 			Storage:     jetstream.FileStorage,
 		},
 	}
-	// Look every stream up first, so that a failed lookup changes nothing.
+	// Look every stream and bucket up first, so that a failed lookup changes
+	// nothing.
 	for i := range streams {
 		cfg := &streams[i]
 		cur, err := currentConfig(ctx, js, cfg.Name)
@@ -99,24 +100,27 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ...ProvisionOpt
 			cfg.PersistMode = cur.PersistMode
 		}
 	}
-	for _, cfg := range streams {
-		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			return fmt.Errorf("%w: stream %s: %w", ErrProvision, cfg.Name, err)
-		}
-	}
-
 	buckets := []jetstream.KeyValueConfig{
 		{Bucket: ModelsBucket, Description: "model registry", History: RegistryHistory},
 		{Bucket: CategoriesBucket, Description: "task categories and benchmark weights", History: RegistryHistory},
 		{Bucket: ConfigBucket, Description: "live selection config", History: RegistryHistory},
 	}
-	for _, cfg := range buckets {
+	for i := range buckets {
+		cfg := &buckets[i]
 		cfg.Storage = jetstream.FileStorage
 		cur, err := currentConfig(ctx, js, "KV_"+cfg.Bucket)
 		if err != nil {
 			return err
 		}
 		cfg.Replicas = o.replicasFor(cur)
+	}
+
+	for _, cfg := range streams {
+		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("%w: stream %s: %w", ErrProvision, cfg.Name, err)
+		}
+	}
+	for _, cfg := range buckets {
 		if _, err := js.CreateOrUpdateKeyValue(ctx, cfg); err != nil {
 			return fmt.Errorf("%w: bucket %s: %w", ErrProvision, cfg.Bucket, err)
 		}

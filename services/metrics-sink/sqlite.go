@@ -38,13 +38,14 @@ const sqlitePragmas = "_pragma=busy_timeout(5000)&_pragma=synchronous(FULL)&_txl
 // (BenchmarkIngest). An existing file keeps the page size it was made with.
 const sqlitePageSize = 65536
 
-// sqliteWALLimitFrames is the WAL length (frames of one page: 64 MiB) past
-// which the writer copies the WAL back itself before its next batch. The
-// checkpointer copies it after each commit, but under steady writes the
-// copy may never be complete when a batch starts, which is when SQLite
-// restarts the WAL from its beginning; a writer that finds the WAL this long
-// completes the copy first (PASSIVE: it never waits for readers), so the WAL
-// restarts, and journal_size_limit cuts the file back to this size. Only a
+// sqliteWALLimitFrames is the WAL length in frames (one page each: 64 MiB
+// with the 64 KiB pages of a new file) past which the writer copies the WAL
+// back itself before its next batch. The checkpointer copies it after each
+// commit, but under steady writes the copy may never be complete when a
+// batch starts, which is when SQLite restarts the WAL from its beginning; a
+// writer that finds the WAL this long waits for the checkpointer's pass,
+// completes the copy (PASSIVE: it never waits for readers), and the WAL
+// restarts; journal_size_limit cuts the file back to this size. Only a
 // reader that holds one snapshot all along keeps it growing, until it ends.
 const sqliteWALLimitFrames = 1024
 
@@ -115,6 +116,9 @@ type SQLiteStore struct {
 	walLimitFrames int64
 	// walFrames is the WAL's length at the last checkpoint.
 	walFrames atomic.Int64
+	// checkpointing lets one checkpoint run at a time: SQLite refuses a
+	// second (busy) without copying anything.
+	checkpointing sync.Mutex
 	// checkpointErr is the last checkpoint's error, nil after a good one.
 	checkpointErr atomic.Pointer[error]
 }
@@ -211,13 +215,17 @@ func (s *SQLiteStore) checkpointLoop() {
 // and the error, if any. One that could not copy everything (a reader or
 // the writer in the way) is not an error: the next one goes on.
 func (s *SQLiteStore) checkpoint(db *sql.DB) {
+	s.checkpointing.Lock()
+	defer s.checkpointing.Unlock()
 	var busy, walFrames, copied int64
 	if err := db.QueryRow("PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &walFrames, &copied); err != nil {
 		err = fmt.Errorf("checkpoint: %w", err)
 		s.checkpointErr.Store(&err)
 		return
 	}
-	s.walFrames.Store(walFrames)
+	if walFrames >= 0 { // -1: SQLite could not start one
+		s.walFrames.Store(walFrames)
+	}
 	s.checkpointErr.Store(nil)
 }
 

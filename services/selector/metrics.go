@@ -53,7 +53,7 @@ func newMetrics(s *Service, reg prometheus.Registerer) *metrics {
 		counter("events_retried_total", "Decision event publish retries.", s.events.retried.Load),
 		counter("events_dropped_total", "Decision events dropped because the buffer was full.", s.events.dropped.Load),
 		counter("events_failed_total", "Decision events given up after every retry.", s.events.failed.Load),
-		counter("placements_reselected_total", "Placements selected again because a parallel request reserved on the chosen GPU in between.", s.reselections.Load),
+		counter("placements_reselected_total", "Placements selected again because the chosen GPU's reservations changed after the selection read them.", s.reselections.Load),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: obs.Namespace, Subsystem: "selector", Name: "events_buffered",
 			Help: "Decision events waiting to be published."}, func() float64 { return float64(len(s.events.queue)) }),
 		&sampleAgeCollector{s: s, desc: prometheus.NewDesc(obs.Namespace+"_gpu_sample_age_seconds",

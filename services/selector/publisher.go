@@ -19,8 +19,8 @@ import (
 // path: a bounded buffer, asynchronous publishes, retries with the same
 // Nats-Msg-Id (so the stream deduplicates), and counters for what was
 // dropped or failed. Nothing is lost silently. Events are encoded by the
-// request handlers (in parallel, after the reply went out) so that the one
-// publishing goroutine keeps up with every worker together.
+// request handlers (in parallel, after the reply went out) so that the
+// EventPublishers publishing goroutines keep up with every worker together.
 type publisher struct {
 	js      jetstream.JetStream
 	log     zerolog.Logger
@@ -67,12 +67,12 @@ const (
 )
 
 // eventRetrySpan is the longest time from an event's first publish to its
-// last retry, when the event is retried on its own: the stream's dedup
-// window must cover it, or a retry of an event that did land (its ack lost)
-// is stored twice. When many publishes fail together they are retried one
-// after another, and the last may come after the window; the stream then
-// holds it twice and the sink, keyed by event id, stores it once. It
-// saturates at the longest Duration instead of overflowing.
+// last retry, once its retries have started: the stream's dedup window must
+// cover it, or a retry of an event that did land (its ack lost) is stored
+// twice. When more than maxConcurrentRetries publishes fail together, the
+// later ones wait for a slot first, and one may come after the window; the
+// stream then holds it twice and the sink, keyed by event id, stores it
+// once. It saturates at the longest Duration instead of overflowing.
 func eventRetrySpan(retries int) time.Duration {
 	span := eventAckTimeout
 	backoff := retryBackoffMin
@@ -163,13 +163,25 @@ func (p *publisher) publish(ctx context.Context, msg *nats.Msg) {
 	p.acks <- pendingEvent{msg: msg, future: fut}
 }
 
+// maxConcurrentRetries bounds the events retried at once. When a stream
+// leader is lost, every event in flight fails together: retried one after
+// another, the last would come long after the stream's dedup window.
+const maxConcurrentRetries = 256
+
 func (p *publisher) awaitAcks(ctx context.Context) {
+	var retries sync.WaitGroup
+	defer retries.Wait()
+	slots := make(chan struct{}, maxConcurrentRetries)
 	for pe := range p.acks {
 		select {
 		case <-pe.future.Ok():
 			p.published.Add(1)
 		case err := <-pe.future.Err():
-			p.retry(ctx, pe.msg, err)
+			slots <- struct{}{}
+			retries.Go(func() {
+				defer func() { <-slots }()
+				p.retry(ctx, pe.msg, err)
+			})
 		}
 	}
 }

@@ -593,8 +593,9 @@ type Stats struct {
 	EventsDropped   uint64            `json:"events_dropped"`
 	EventsFailed    uint64            `json:"events_failed"`
 	EventsBuffered  int               `json:"events_buffered"`
-	// Reselections counts placements selected again because a parallel
-	// request reserved on the chosen GPU in between.
+	// Reselections counts placements selected again because the chosen
+	// GPU's reservations changed after the selection read them (a parallel
+	// placement, another replica's, a newer sample, an expiry).
 	Reselections uint64 `json:"reselections"`
 	GPUs         int    `json:"gpus"`
 	Models       int    `json:"models"`

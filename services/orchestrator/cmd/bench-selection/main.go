@@ -474,7 +474,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 
 // startWire starts the wire responder: per request it does what the
 // selector does besides selecting (reply with a recorded reply, hand a
-// recorded event to a publisher goroutine that publishes it asynchronously
+// recorded event to publisher goroutines that publish it asynchronously
 // with a fresh Nats-Msg-Id into a stream like the selection stream), so the
 // select/wire ratio shows what the selection itself costs on top of the
 // messaging a decision needs.
