@@ -33,18 +33,9 @@ func (e *SelectionEvent) AppendJSON(b []byte) ([]byte, error) {
 	w.Float(e.SelectionDurationMs)
 	w.Key("event_id")
 	w.String(e.EventID)
-	if e.RequestID != "" {
-		w.Key("request_id")
-		w.String(e.RequestID)
-	}
-	if e.Host != "" {
-		w.Key("host")
-		w.String(e.Host)
-	}
-	if e.GPUUUID != "" {
-		w.Key("gpu_uuid")
-		w.String(e.GPUUUID)
-	}
+	w.StringOmitEmpty("request_id", e.RequestID)
+	w.StringOmitEmpty("host", e.Host)
+	w.StringOmitEmpty("gpu_uuid", e.GPUUUID)
 	w.Key("requested_mode")
 	w.String(string(e.RequestedMode))
 	w.Key("mode")
@@ -59,10 +50,7 @@ func (e *SelectionEvent) AppendJSON(b []byte) ([]byte, error) {
 	selection.WriteAlternatives(&w, e.Alternatives)
 	w.Key("telemetry_age_ms")
 	w.Float(e.TelemetryAgeMs)
-	if e.Selector != "" {
-		w.Key("selector")
-		w.String(e.Selector)
-	}
+	w.StringOmitEmpty("selector", e.Selector)
 	w.Key("request")
 	e.Request.WriteJSON(&w)
 	w.Key("tie_seed")

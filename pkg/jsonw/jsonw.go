@@ -46,6 +46,49 @@ func (w *Writer) Key(name string) {
 	w.B = append(w.B, '"', ':')
 }
 
+// The OmitEmpty methods write a member the way encoding/json writes a field
+// tagged omitempty: its name and value, or nothing for the zero value.
+
+// StringOmitEmpty writes member key unless v is "".
+func (w *Writer) StringOmitEmpty(key, v string) {
+	if v != "" {
+		w.Key(key)
+		w.String(v)
+	}
+}
+
+// IntOmitEmpty writes member key unless v is 0.
+func (w *Writer) IntOmitEmpty(key string, v int64) {
+	if v != 0 {
+		w.Key(key)
+		w.Int(v)
+	}
+}
+
+// UintOmitEmpty writes member key unless v is 0.
+func (w *Writer) UintOmitEmpty(key string, v uint64) {
+	if v != 0 {
+		w.Key(key)
+		w.Uint(v)
+	}
+}
+
+// FloatOmitEmpty writes member key unless v is 0.
+func (w *Writer) FloatOmitEmpty(key string, v float64) {
+	if v != 0 {
+		w.Key(key)
+		w.Float(v)
+	}
+}
+
+// StringsOmitEmpty writes member key unless v is empty.
+func (w *Writer) StringsOmitEmpty(key string, v []string) {
+	if len(v) > 0 {
+		w.Key(key)
+		w.Strings(v)
+	}
+}
+
 // Element separates array elements; call it before each one.
 func (w *Writer) Element() { w.comma() }
 

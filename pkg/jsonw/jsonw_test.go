@@ -38,6 +38,31 @@ func TestWriterMatchesEncodingJSON(t *testing.T) {
 		v := rapid.OneOf(rapid.Just([]string(nil)), rapid.SliceOf(rapid.String())).Draw(t, "v")
 		check(t, v, func(w *jsonw.Writer) { w.Strings(v) })
 	}))
+	t.Run("omitempty members", rapid.MakeCheck(func(t *rapid.T) {
+		type obj struct {
+			S  string   `json:"s,omitempty"`
+			I  int64    `json:"i,omitempty"`
+			U  uint64   `json:"u,omitempty"`
+			F  float64  `json:"f,omitempty"`
+			SS []string `json:"ss,omitempty"`
+		}
+		v := obj{
+			S:  rapid.OneOf(rapid.Just(""), rapid.String()).Draw(t, "s"),
+			I:  rapid.OneOf(rapid.Just(int64(0)), rapid.Int64()).Draw(t, "i"),
+			U:  rapid.OneOf(rapid.Just(uint64(0)), rapid.Uint64()).Draw(t, "u"),
+			F:  rapid.OneOf(rapid.Just(0.0), rapid.Just(math.Copysign(0, -1)), micros).Draw(t, "f"),
+			SS: rapid.OneOf(rapid.Just([]string(nil)), rapid.SliceOf(rapid.String())).Draw(t, "ss"),
+		}
+		check(t, v, func(w *jsonw.Writer) {
+			w.Open()
+			w.StringOmitEmpty("s", v.S)
+			w.IntOmitEmpty("i", v.I)
+			w.UintOmitEmpty("u", v.U)
+			w.FloatOmitEmpty("f", v.F)
+			w.StringsOmitEmpty("ss", v.SS)
+			w.Close()
+		})
+	}))
 	t.Run("object", rapid.MakeCheck(func(t *rapid.T) {
 		type obj struct {
 			A int64  `json:"a"`

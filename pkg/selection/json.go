@@ -19,10 +19,7 @@ func (r *Reply) AppendJSON(b []byte) ([]byte, error) {
 // WriteJSON writes the reply as one object.
 func (r *Reply) WriteJSON(w *jsonw.Writer) {
 	w.Open()
-	if r.RequestID != "" {
-		w.Key("request_id")
-		w.String(r.RequestID)
-	}
+	w.StringOmitEmpty("request_id", r.RequestID)
 	w.Key("event_id")
 	w.String(r.EventID)
 	w.Key("task_category")
@@ -71,16 +68,10 @@ func (r *Reply) WriteJSON(w *jsonw.Writer) {
 // WriteJSON writes the request as one object.
 func (r *Request) WriteJSON(w *jsonw.Writer) {
 	w.Open()
-	if r.RequestID != "" {
-		w.Key("request_id")
-		w.String(r.RequestID)
-	}
+	w.StringOmitEmpty("request_id", r.RequestID)
 	w.Key("task_category")
 	w.String(r.TaskCategory)
-	if r.Mode != "" {
-		w.Key("mode")
-		w.String(string(r.Mode))
-	}
+	w.StringOmitEmpty("mode", string(r.Mode))
 	// omitempty does not omit a struct: constraints is always written.
 	w.Key("constraints")
 	r.Constraints.WriteJSON(w)
@@ -90,42 +81,15 @@ func (r *Request) WriteJSON(w *jsonw.Writer) {
 // WriteJSON writes the constraints that are set as one object.
 func (c *Constraints) WriteJSON(w *jsonw.Writer) {
 	w.Open()
-	if c.MaxGPUMemoryMB != 0 {
-		w.Key("max_gpu_memory_mb")
-		w.Int(c.MaxGPUMemoryMB)
-	}
-	if len(c.AllowModels) > 0 {
-		w.Key("allow_models")
-		w.Strings(c.AllowModels)
-	}
-	if len(c.DenyModels) > 0 {
-		w.Key("deny_models")
-		w.Strings(c.DenyModels)
-	}
-	if c.MinContextLength != 0 {
-		w.Key("min_context_length")
-		w.Int(int64(c.MinContextLength))
-	}
-	if c.MinScore != 0 {
-		w.Key("min_score")
-		w.Float(c.MinScore)
-	}
-	if len(c.Quantizations) > 0 {
-		w.Key("quantizations")
-		w.Strings(c.Quantizations)
-	}
-	if len(c.Hosts) > 0 {
-		w.Key("hosts")
-		w.Strings(c.Hosts)
-	}
-	if c.MaxTemperatureC != 0 {
-		w.Key("max_temperature_c")
-		w.Float(c.MaxTemperatureC)
-	}
-	if c.MaxUtilizationPct != 0 {
-		w.Key("max_utilization_pct")
-		w.Float(c.MaxUtilizationPct)
-	}
+	w.IntOmitEmpty("max_gpu_memory_mb", c.MaxGPUMemoryMB)
+	w.StringsOmitEmpty("allow_models", c.AllowModels)
+	w.StringsOmitEmpty("deny_models", c.DenyModels)
+	w.IntOmitEmpty("min_context_length", int64(c.MinContextLength))
+	w.FloatOmitEmpty("min_score", c.MinScore)
+	w.StringsOmitEmpty("quantizations", c.Quantizations)
+	w.StringsOmitEmpty("hosts", c.Hosts)
+	w.FloatOmitEmpty("max_temperature_c", c.MaxTemperatureC)
+	w.FloatOmitEmpty("max_utilization_pct", c.MaxUtilizationPct)
 	w.Close()
 }
 

@@ -36,17 +36,8 @@ func (s *Sample) WriteJSON(w *jsonw.Writer) {
 	w.Float(s.PowerLimitW)
 	w.Key("healthy")
 	w.Bool(s.Healthy)
-	if s.HealthReason != "" {
-		w.Key("health_reason")
-		w.String(s.HealthReason)
-	}
-	if s.LastXid != 0 {
-		w.Key("last_xid")
-		w.Uint(s.LastXid)
-	}
-	if len(s.FailedReads) > 0 {
-		w.Key("failed_reads")
-		w.Strings(s.FailedReads)
-	}
+	w.StringOmitEmpty("health_reason", s.HealthReason)
+	w.UintOmitEmpty("last_xid", s.LastXid)
+	w.StringsOmitEmpty("failed_reads", s.FailedReads)
 	w.Close()
 }
