@@ -56,6 +56,7 @@ type options struct {
 	reservationTTL time.Duration
 	cpuProfile     string
 	mutexProfile   string
+	heapProfile    string
 	sinkProfile    string
 }
 
@@ -67,6 +68,7 @@ func main() {
 	flag.IntVar(&o.gpus, "gpus", 64, "simulated GPUs (8 per host)")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the last level's select phase to this file")
 	flag.StringVar(&o.mutexProfile, "mutexprofile", "", "write a mutex contention profile of the last level's select phase to this file")
+	flag.StringVar(&o.heapProfile, "heapprofile", "", "write the live heap after the last level's select phase to this file")
 	flag.StringVar(&o.sinkProfile, "sink-cpuprofile", "", "write a CPU profile of the sink draining the backlog to this file")
 	flag.DurationVar(&o.reservationTTL, "reservation-ttl", 0, "GPU memory reservation TTL; 0 keeps the simulated fleet from filling up, so every request is a full gpu_aware selection")
 	flag.Parse()
@@ -417,6 +419,12 @@ func run(ctx context.Context, o options, out io.Writer) error {
 				return err
 			}
 			runtime.SetMutexProfileFraction(0)
+			if o.heapProfile != "" {
+				runtime.GC() // the profile shows what is live, not what awaits collection
+				if err := writeProfile("heap", o.heapProfile); err != nil {
+					return err
+				}
+			}
 		}
 		best = max(best, sel.rate())
 		levels = append(levels, level{echo, wire, sel})
