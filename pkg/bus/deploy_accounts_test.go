@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
+	"github.com/synadia-io/orbit.go/jetstreamext"
 
 	"github.com/nlocalmodels/orchestrator/pkg/bus"
 )
@@ -589,6 +590,43 @@ func TestDeployAccounts(t *testing.T) {
 			verify: func(t *testing.T) {
 				msg, err := e.lastMsg(t, bus.SelectionStream, bus.SelectionEventSubject("chat"))
 				if err != nil || string(msg.Data) != `{"event":"chat"}` {
+					t.Fatalf("stored event %v, err %v", msg, err)
+				}
+			},
+		},
+		{
+			name: "selector publishes decision events in a fast-ingest batch", user: "selector",
+			act: func(ctx context.Context, c *roleConn) error {
+				st, err := c.js.Stream(ctx, bus.SelectionStream)
+				if err != nil {
+					return err
+				}
+				if !st.CachedInfo().Config.AllowBatchPublish {
+					return fmt.Errorf("stream %s does not allow batched publishing", bus.SelectionStream)
+				}
+				fp, err := jetstreamext.NewFastPublisher(c.js)
+				if err != nil {
+					return err
+				}
+				for _, id := range []string{"perm-test-batch-1", "perm-test-batch-2"} {
+					msg := &nats.Msg{Subject: bus.SelectionEventSubject("batch"), Data: []byte(`{"event":"` + id + `"}`), Header: nats.Header{}}
+					msg.Header.Set(jetstream.MsgIDHeader, id)
+					if _, err := fp.AddMsg(msg); err != nil {
+						return err
+					}
+				}
+				ack, err := fp.Close(ctx)
+				if err != nil {
+					return err
+				}
+				if ack.Stream != bus.SelectionStream || ack.BatchSize != 2 {
+					return fmt.Errorf("batch acknowledged as %+v", ack)
+				}
+				return nil
+			},
+			verify: func(t *testing.T) {
+				msg, err := e.lastMsg(t, bus.SelectionStream, bus.SelectionEventSubject("batch"))
+				if err != nil || string(msg.Data) != `{"event":"perm-test-batch-2"}` {
 					t.Fatalf("stored event %v, err %v", msg, err)
 				}
 			},

@@ -85,6 +85,9 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ...ProvisionOpt
 			Duplicates:  SelectionDedupWindow,
 			MaxAge:      o.selectionMaxAge,
 			Storage:     jetstream.FileStorage,
+			// The selector publishes its events as fast-ingest batches
+			// (NATS 2.14+): acknowledged every few hundred, not one by one.
+			AllowBatchPublish: true,
 		},
 	}
 	// Look every stream and bucket up first, so that a failed lookup changes

@@ -59,7 +59,7 @@ func BenchmarkAnswer(b *testing.B) {
 	cfg := DefaultConfig()
 	cfg.ShareReservations = false
 	s := &Service{cfg: cfg, now: time.Now, ledger: selection.NewLedger(), cache: telemetry.NewCache()}
-	s.events = &publisher{queue: make(chan *nats.Msg, 1)}
+	s.events = &EventPublisher{queue: make(chan *nats.Msg, 1)}
 	s.snap.Store(&snapshot{engine: eng, fleet: eng.NewFleet(samples, s.ledger)})
 	req := &fakeRequest{data: []byte(`{"task_category":"code","request_id":"nflow-1234"}`)}
 	b.ReportAllocs()

@@ -40,8 +40,10 @@ type Service struct {
 	cache  *telemetry.Cache
 	ledger *selection.Ledger
 	reg    *registryState
-	events *publisher
-	sharer *sharer
+	events *EventPublisher
+	// eventSizeHint is the largest event encoded so far: buffers start that big.
+	eventSizeHint atomic.Int64
+	sharer        *sharer
 
 	snap           atomic.Pointer[snapshot]
 	catalogChanged chan struct{}
@@ -126,7 +128,7 @@ func New(cfg Config, nc *nats.Conn, opts ...Option) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: jetstream for events: %w", ErrConfig, err)
 	}
-	s.events = newPublisher(eventJS, s.log, cfg.EventBuffer, cfg.EventRetries)
+	s.events = NewEventPublisher(eventJS, bus.SelectionStream, s.log, cfg.EventBuffer, cfg.EventRetries)
 	s.sharer = &sharer{nc: nc, log: s.log}
 	if s.registerer == nil {
 		s.registerer = prometheus.NewRegistry()
@@ -208,8 +210,8 @@ func (s *Service) Run(ctx context.Context) error {
 	pubDone := make(chan struct{})
 	go func() {
 		defer close(pubDone)
-		s.events.run(pubCtx, stopPub)
-		s.events.wait()
+		s.events.Run(pubCtx, stopPub)
+		s.events.Wait()
 	}()
 
 	svc, err := s.addService()
@@ -505,7 +507,7 @@ func (s *Service) answer(req micro.Request, start time.Time) labels {
 		s.log.Warn().Err(err).Msg("send selection reply")
 	}
 	s.selections.Add(1)
-	s.events.enqueue(&ev)
+	s.publishEvent(&ev)
 	return l
 }
 
@@ -593,6 +595,9 @@ type Stats struct {
 	EventsDropped   uint64            `json:"events_dropped"`
 	EventsFailed    uint64            `json:"events_failed"`
 	EventsBuffered  int               `json:"events_buffered"`
+	// EventsBatched tells that events go out as fast-ingest batches (the
+	// stream allows them), not one acknowledged publish each.
+	EventsBatched bool `json:"events_batched"`
 	// Reselections counts placements selected again because the chosen
 	// GPU's reservations changed after the selection read them (a parallel
 	// placement, another replica's, a newer sample, an expiry).
@@ -607,11 +612,12 @@ type Stats struct {
 
 // Stats returns the current counters.
 func (s *Service) Stats() Stats {
+	ev := s.events.Stats()
 	st := Stats{
 		Selections: s.selections.Load(), Errors: map[string]uint64{},
-		EventsPublished: s.events.published.Load(), EventsRetried: s.events.retried.Load(),
-		EventsDropped: s.events.dropped.Load(), EventsFailed: s.events.failed.Load(),
-		EventsBuffered: len(s.events.queue), Reselections: s.reselections.Load(),
+		EventsPublished: ev.Published, EventsRetried: ev.Retried,
+		EventsDropped: ev.Dropped, EventsFailed: ev.Failed,
+		EventsBuffered: ev.Buffered, EventsBatched: ev.Batched, Reselections: s.reselections.Load(),
 	}
 	for i, c := range errorCodes {
 		if n := s.errors[i].Load(); n > 0 {
@@ -624,4 +630,21 @@ func (s *Service) Stats() Stats {
 		st.AppliedRevisions = snap.applied
 	}
 	return st
+}
+
+// publishEvent encodes ev and queues it for the stream; it never blocks.
+func (s *Service) publishEvent(ev *events.SelectionEvent) {
+	// The message keeps its own buffer: a retry may resend it after the ack.
+	data, err := ev.AppendJSON(make([]byte, 0, s.eventSizeHint.Load()))
+	if err != nil { // a non-finite number or out-of-range time; counted, not hidden
+		s.events.failed.Add(1)
+		s.log.Error().Err(err).Str("event_id", ev.EventID).Msg("encode decision event")
+		return
+	}
+	if n := int64(len(data)); n > s.eventSizeHint.Load() {
+		s.eventSizeHint.Store(n)
+	}
+	msg := &nats.Msg{Subject: bus.SelectionEventSubject(ev.TaskCategory), Data: data, Header: nats.Header{}}
+	msg.Header.Set(jetstream.MsgIDHeader, ev.EventID)
+	s.events.Publish(msg)
 }

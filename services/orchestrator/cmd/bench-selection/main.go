@@ -470,7 +470,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	pprof.StopCPUProfile()
 	sk := sink.Stats()
 	ingest := float64(sk.Inserted) / drain.Seconds()
-	fmt.Fprintf(out, "\nwire: %d events dropped (buffer full)\n", wr.dropped.Load())
+	fmt.Fprintf(out, "\nwire: %d events dropped (buffer full)\n", wr.events.Stats().Dropped)
 	fmt.Fprintf(out, "selector: %d selections, %d events published, %d dropped, %d failed\n", st.Selections, st.EventsPublished, st.EventsDropped, st.EventsFailed)
 	fmt.Fprintf(out, "metrics-sink: drained a backlog of %d events into SQLite in %s: %.0f rows/s ingest (%.1fx the selector's best %.0f selections/s); largest consumer lag seen %d, lag at the end %d\n",
 		sk.Inserted, drain.Round(time.Millisecond), ingest, ingest/best, best, maxLag, sk.ConsumerLag)
@@ -504,7 +504,7 @@ func startWire(ctx context.Context, url string, client *nats.Conn) (*wire, error
 		return nil, fmt.Errorf("record a decision event: %w", err)
 	}
 	if _, err := adminJS.CreateStream(ctx, jetstream.StreamConfig{
-		Name: wireStream, Subjects: []string{wireStream + ".>"}, Storage: jetstream.FileStorage, Duplicates: bus.SelectionDedupWindow,
+		Name: wireStream, Subjects: []string{wireStream + ".>"}, Storage: jetstream.FileStorage, Duplicates: bus.SelectionDedupWindow, AllowBatchPublish: true,
 	}); err != nil {
 		return nil, err
 	}
@@ -518,47 +518,38 @@ func startWire(ctx context.Context, url string, client *nats.Conn) (*wire, error
 		nc.Close()
 		return nil, err
 	}
-	js, err := jetstream.New(eventConn, jetstream.WithPublishAsyncMaxPending(selector.MaxEventsInFlight))
+	js, err := jetstream.New(eventConn, jetstream.WithPublishAsyncTimeout(2*time.Second), jetstream.WithPublishAsyncMaxPending(selector.MaxEventsInFlight))
 	if err != nil {
 		nc.Close()
 		eventConn.Close()
 		return nil, err
 	}
-	w := &wire{js: js, queue: make(chan struct{}, selector.DefaultConfig().EventBuffer), done: make(chan struct{})}
-	var publishers sync.WaitGroup
-	for range selector.EventPublishers {
-		publishers.Go(func() {
-			for range w.queue {
-				msg := &nats.Msg{Subject: wireStream + ".events", Data: last.Data, Header: nats.Header{}}
-				msg.Header.Set(jetstream.MsgIDHeader, nuid.Next())
-				if _, err := js.PublishMsgAsync(msg); err != nil {
-					fmt.Fprintln(os.Stderr, "bench-selection: wire publish:", err)
-				}
-			}
-		})
-	}
+	w := &wire{events: selector.NewEventPublisher(js, wireStream, zerolog.Nop(), selector.DefaultConfig().EventBuffer, selector.DefaultConfig().EventRetries)}
+	stopPub, pubDone := make(chan struct{}), make(chan struct{})
 	go func() {
-		publishers.Wait()
-		close(w.done)
+		defer close(pubDone)
+		w.events.Run(context.WithoutCancel(ctx), stopPub)
+		w.events.Wait()
 	}()
 	if _, err := micro.AddService(nc, micro.Config{Name: "wire", Version: "1.0.0", QueueGroup: "wire",
 		Endpoint: &micro.EndpointConfig{Subject: wireSubject, Handler: micro.HandlerFunc(func(r micro.Request) {
 			_ = r.Respond(reply.Data)
-			select {
-			case w.queue <- struct{}{}:
-			default:
-				w.dropped.Add(1)
-			}
+			msg := &nats.Msg{Subject: wireStream + ".events", Data: last.Data, Header: nats.Header{}}
+			msg.Header.Set(jetstream.MsgIDHeader, nuid.Next())
+			w.events.Publish(msg)
+			w.answered.Add(1)
 		})},
 	}); err != nil {
 		nc.Close()
+		close(stopPub)
+		<-pubDone
 		eventConn.Close()
 		return nil, err
 	}
 	w.stop = func() {
 		nc.Close()
-		close(w.queue)
-		<-w.done
+		close(stopPub)
+		<-pubDone
 		eventConn.Close()
 	}
 	return w, nil
@@ -566,17 +557,15 @@ func startWire(ctx context.Context, url string, client *nats.Conn) (*wire, error
 
 // wire is the running wire responder.
 type wire struct {
-	js      jetstream.JetStream
-	queue   chan struct{}
-	done    chan struct{}
-	dropped atomic.Int64
-	stop    func()
+	events   *selector.EventPublisher
+	answered atomic.Uint64
+	stop     func()
 }
 
-// settle waits until every queued event is published and acknowledged, so
-// that the next measurement does not pay for this one's backlog.
+// settle waits until every queued event is published, failed or dropped,
+// so that the next measurement does not pay for this one's backlog.
 func (w *wire) settle() {
-	for len(w.queue) > 0 || w.js.PublishAsyncPending() > 0 {
+	for st := w.events.Stats(); st.Published+st.Failed+st.Dropped < w.answered.Load(); st = w.events.Stats() {
 		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -1,0 +1,147 @@
+package selector
+
+import (
+	"context"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/synadia-io/orbit.go/jetstreamext"
+)
+
+// Fast-ingest batch settings. The stream acknowledges every batchFlow
+// messages (fewer when several publishers share it); batchOutstanding
+// unacknowledged rounds of that may be in flight before Add waits.
+const (
+	batchFlow        = 500
+	batchOutstanding = 4
+	// batchIdleCommit closes a batch that has had no event for this long,
+	// so that the events after its last acknowledgement are confirmed
+	// and the server forgets the batch.
+	batchIdleCommit = 100 * time.Millisecond
+)
+
+// publishBatches is Run for a stream that takes fast-ingest batches: one
+// goroutine adds each event to the open batch.
+func (p *EventPublisher) publishBatches(ctx context.Context, stop <-chan struct{}) {
+	b := &eventBatch{p: p}
+	idle := time.NewTicker(batchIdleCommit)
+	defer idle.Stop()
+	lastAdd := time.Now()
+	for {
+		select {
+		case msg := <-p.queue:
+			b.add(ctx, msg)
+			lastAdd = time.Now()
+		case <-idle.C:
+			if time.Since(lastAdd) >= batchIdleCommit {
+				b.commit(ctx)
+			}
+		case <-stop:
+			for {
+				select {
+				case msg := <-p.queue:
+					b.add(ctx, msg)
+				default:
+					b.commit(ctx)
+					return
+				}
+			}
+		}
+	}
+}
+
+// eventBatch is the open fast-ingest batch and the events sent in it that
+// the stream has not acknowledged yet. With gap detection on (the
+// default), an acknowledgement of batch sequence n means every message up
+// to n is stored. A batch that breaks (a lost message, a lost leader, a
+// timeout) is given up: its unacknowledged events are retried one by one,
+// like failed single publishes, and the stream drops any that did land by
+// their Nats-Msg-Id. The events after it go out one by one too, until the
+// stream acknowledges one: a stream that is gone answers a single publish
+// at once, but leaves a batch's first message waiting for its timeout.
+type eventBatch struct {
+	p  *EventPublisher
+	fp jetstreamext.FastPublisher // nil: no batch open
+	// unacked[i] went out as batch sequence acked+1+i.
+	unacked []*nats.Msg
+	acked   uint64
+	// broken: the last batch broke and no single publish has been
+	// acknowledged since; acknowledgedAtBreak is p.acknowledged then.
+	broken              bool
+	acknowledgedAtBreak uint64
+}
+
+func (b *eventBatch) add(ctx context.Context, msg *nats.Msg) {
+	if b.broken {
+		if b.p.acknowledged.Load() == b.acknowledgedAtBreak {
+			b.p.publish(ctx, msg)
+			return
+		}
+		b.broken = false
+	}
+	b.unacked = append(b.unacked, msg)
+	if b.fp == nil {
+		fp, err := jetstreamext.NewFastPublisher(b.p.js,
+			jetstreamext.FastPublishFlowControl{Flow: batchFlow, MaxOutstandingAcks: batchOutstanding, AckTimeout: eventAckTimeout},
+			jetstreamext.WithFastPublisherErrorHandler(b.p.batchError))
+		if err != nil {
+			b.abandon(ctx, err)
+			return
+		}
+		b.fp, b.acked = fp, 0
+	}
+	ack, err := b.fp.AddMsg(msg)
+	if err != nil {
+		b.abandon(ctx, err)
+		return
+	}
+	b.release(ack.AckSequence)
+}
+
+// release counts the events up to batch sequence seq as published.
+func (b *eventBatch) release(seq uint64) {
+	if seq <= b.acked {
+		return
+	}
+	n := min(seq-b.acked, uint64(len(b.unacked)))
+	b.p.published.Add(n)
+	clear(b.unacked[:n]) // let the sent messages go
+	b.unacked = b.unacked[n:]
+	b.acked = seq
+}
+
+// abandon gives the open batch up after err: see eventBatch.
+func (b *eventBatch) abandon(ctx context.Context, err error) {
+	b.p.log.Warn().Err(err).Str("stream", b.p.stream).Int("unacknowledged", len(b.unacked)).
+		Msg("decision event batch broke: retrying its unacknowledged events one by one")
+	for _, msg := range b.unacked {
+		b.p.retryAsync(ctx, msg, err)
+	}
+	clear(b.unacked)
+	b.unacked = b.unacked[:0]
+	b.fp, b.acked = nil, 0
+	b.broken, b.acknowledgedAtBreak = true, b.p.acknowledged.Load()
+}
+
+// commit closes the open batch: its final acknowledgement confirms every
+// event sent in it.
+func (b *eventBatch) commit(ctx context.Context) {
+	if b.fp == nil {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, eventAckTimeout)
+	defer cancel()
+	if _, err := b.fp.Close(cctx); err != nil {
+		b.abandon(ctx, err)
+		return
+	}
+	b.fp = nil
+	b.release(b.acked + uint64(len(b.unacked)))
+}
+
+// batchError logs what the stream reports about a batch (gaps, refused
+// messages) without waiting on the publisher: the batch it broke is given
+// up when the publisher next adds to it.
+func (p *EventPublisher) batchError(err error) {
+	p.log.Warn().Err(err).Str("stream", p.stream).Msg("decision event batch")
+}

@@ -1,0 +1,60 @@
+package selector
+
+import (
+	"bytes"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nlocalmodels/orchestrator/pkg/natstest"
+)
+
+// benchEventBytes is about the size of a gpu_aware decision event in
+// scripts/bench-nats (2.8 KB: four GPU samples, three alternatives).
+const benchEventBytes = 2800
+
+// BenchmarkEventPublisher is the decision event path alone: events through
+// an EventPublisher into a file stream with the decision stream's dedup
+// window, on an embedded server in this process, in both modes. cpu-us/event
+// is the whole process (publisher, client and server) per stored event.
+func BenchmarkEventPublisher(b *testing.B) {
+	for _, mode := range []struct {
+		name       string
+		allowBatch bool
+	}{
+		{"batched", true},
+		{"per-message", false},
+	} {
+		b.Run(mode.name, func(b *testing.B) {
+			_, nc := natstest.Start(b)
+			p, stop := startEventPublisher(b, nc, mode.allowBatch, 5)
+			data := bytes.Repeat([]byte("x"), benchEventBytes)
+			cpu0, start := processCPU(), time.Now()
+			b.ResetTimer()
+			for i := range b.N {
+				msg := testEvent("bench-" + strconv.Itoa(i))
+				msg.Data = data
+				for len(p.queue) == cap(p.queue) { // full: wait rather than drop
+					time.Sleep(50 * time.Microsecond)
+				}
+				p.Publish(msg)
+			}
+			stop()
+			b.StopTimer()
+			elapsed, cpu := time.Since(start), processCPU()-cpu0
+			if st := p.Stats(); st.Published != uint64(b.N) || st.Failed != 0 || st.Dropped != 0 {
+				b.Fatalf("stats %+v after %d events", st, b.N)
+			}
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
+			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-us/event")
+		})
+	}
+}
+
+// processCPU is the CPU time this process has used, user and system.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

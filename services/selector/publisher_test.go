@@ -1,0 +1,182 @@
+package selector
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/nlocalmodels/orchestrator/pkg/bus"
+	"github.com/nlocalmodels/orchestrator/pkg/natstest"
+)
+
+const testEventStream = "TEST_EVENTS"
+
+// startEventPublisher creates testEventStream (taking batches or not) and
+// runs a publisher into it until the test stops it with the returned
+// function, which waits for the last acknowledgement.
+func startEventPublisher(t testing.TB, nc *nats.Conn, allowBatch bool, retries int) (*EventPublisher, func()) {
+	t.Helper()
+	ctx := context.Background()
+	admin := natstest.JetStream(t, nc)
+	if _, err := admin.CreateStream(ctx, jetstream.StreamConfig{
+		Name: testEventStream, Subjects: []string{"test.events.>"}, Storage: jetstream.FileStorage,
+		Duplicates: bus.SelectionDedupWindow, AllowBatchPublish: allowBatch,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(eventAckTimeout), jetstream.WithPublishAsyncMaxPending(MaxEventsInFlight))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := NewEventPublisher(js, testEventStream, zerolog.Nop(), 4096, retries)
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		p.Run(context.Background(), stop)
+		p.Wait()
+	}()
+	// Run decides its mode first: publish only once it has.
+	eventually(t, "the publisher to start", func() bool { return p.Stats().Batched == allowBatch })
+	stopped := false
+	shutdown := func() {
+		if !stopped {
+			stopped = true
+			close(stop)
+			<-done
+		}
+	}
+	t.Cleanup(shutdown)
+	return p, shutdown
+}
+
+func testEvent(id string) *nats.Msg {
+	msg := &nats.Msg{Subject: "test.events.code", Data: []byte(`{"event_id":"` + id + `"}`), Header: nats.Header{}}
+	msg.Header.Set(jetstream.MsgIDHeader, id)
+	return msg
+}
+
+func storedEvents(t testing.TB, nc *nats.Conn) uint64 {
+	t.Helper()
+	st, err := natstest.JetStream(t, nc).Stream(context.Background(), testEventStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+// Every event lands once in either mode: more than a batch's flow window
+// of them, and some sent twice (a retry of an event that had landed), which
+// the stream drops by Nats-Msg-Id.
+func TestEventPublisherStoresEveryEventOnce(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		allowBatch bool
+	}{
+		{"fast-ingest batches", true},
+		{"one acknowledged publish per event (stream without batches)", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, nc := natstest.Start(t)
+			p, stop := startEventPublisher(t, nc, tt.allowBatch, 5)
+			const n, again = 3 * batchFlow, 50
+			for i := range n {
+				if !p.Publish(testEvent("ev-" + strconv.Itoa(i))) {
+					t.Fatalf("event %d dropped", i)
+				}
+			}
+			for i := range again {
+				p.Publish(testEvent("ev-" + strconv.Itoa(i)))
+			}
+			stop()
+			st := p.Stats()
+			if st.Published != n+again || st.Failed != 0 || st.Dropped != 0 || st.Retried != 0 || st.Buffered != 0 || st.Batched != tt.allowBatch {
+				t.Fatalf("stats %+v, want %d published, batched %v", st, n+again, tt.allowBatch)
+			}
+			if got := storedEvents(t, nc); got != n {
+				t.Fatalf("stream holds %d events, want %d", got, n)
+			}
+		})
+	}
+}
+
+// A server restart loses the open batch: the events it had not
+// acknowledged are sent again in a new one, and each is stored once.
+func TestEventPublisherResendsABrokenBatch(t *testing.T) {
+	dir := t.TempDir()
+	start := func(port int) *server.Server {
+		s, err := bus.StartEmbedded(bus.EmbeddedConfig{Host: "127.0.0.1", Port: port, DataDir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	srv := start(-1)
+	u, err := url.Parse(srv.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	port, _ := strconv.Atoi(u.Port())
+	t.Cleanup(func() {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	})
+	nc, err := nats.Connect(srv.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	p, stop := startEventPublisher(t, nc, true, 5)
+
+	const n = 400
+	for i := range n / 2 {
+		p.Publish(testEvent(fmt.Sprintf("before-%d", i)))
+	}
+	eventually(t, "the first events stored", func() bool { return storedEvents(t, nc) == n/2 })
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	srv = start(port)
+	for i := range n / 2 {
+		p.Publish(testEvent(fmt.Sprintf("after-%d", i)))
+	}
+	stop()
+	st := p.Stats()
+	if st.Published != n || st.Failed != 0 || st.Dropped != 0 {
+		t.Fatalf("stats %+v, want %d published, none failed", st, n)
+	}
+	if st.Retried == 0 {
+		t.Errorf("stats %+v: the broken batch was not sent again", st)
+	}
+	if got := storedEvents(t, nc); got != n {
+		t.Fatalf("stream holds %d events, want %d", got, n)
+	}
+}
+
+// Events that no stream takes are retried, then counted as failed, and
+// the publisher still stops.
+func TestEventPublisherCountsEventsItGivesUp(t *testing.T) {
+	_, nc := natstest.Start(t)
+	p, stop := startEventPublisher(t, nc, true, 1)
+	if err := natstest.JetStream(t, nc).DeleteStream(context.Background(), testEventStream); err != nil {
+		t.Fatal(err)
+	}
+	const n = 10
+	for i := range n {
+		p.Publish(testEvent("lost-" + strconv.Itoa(i)))
+	}
+	stop()
+	if st := p.Stats(); st.Failed != n || st.Published != 0 || st.Retried == 0 {
+		t.Fatalf("stats %+v, want %d failed after a retry", st, n)
+	}
+}
