@@ -58,6 +58,8 @@ type options struct {
 	mutexProfile   string
 	heapProfile    string
 	sinkProfile    string
+	sinkDatabase   string
+	sinks          int
 }
 
 func main() {
@@ -70,6 +72,8 @@ func main() {
 	flag.StringVar(&o.mutexProfile, "mutexprofile", "", "write a mutex contention profile of the last level's select phase to this file")
 	flag.StringVar(&o.heapProfile, "heapprofile", "", "write the live heap after the last level's select phase to this file")
 	flag.StringVar(&o.sinkProfile, "sink-cpuprofile", "", "write a CPU profile of the sink draining the backlog to this file")
+	flag.StringVar(&o.sinkDatabase, "sink-database", "", "the sink's database URL (postgres://...); default a SQLite file in the run's temporary directory")
+	flag.IntVar(&o.sinks, "sinks", 1, "metrics-sink instances sharing the durable consumer (more than one needs PostgreSQL: SQLite has one writer)")
 	flag.DurationVar(&o.reservationTTL, "reservation-ttl", 0, "GPU memory reservation TTL; 0 keeps the simulated fleet from filling up, so every request is a full gpu_aware selection")
 	flag.Parse()
 	for _, f := range strings.Split(levels, ",") {
@@ -79,6 +83,10 @@ func main() {
 			os.Exit(2)
 		}
 		o.inflight = append(o.inflight, n)
+	}
+	if o.sinks < 1 || (o.sinks > 1 && !strings.HasPrefix(o.sinkDatabase, "postgres")) {
+		fmt.Fprintf(os.Stderr, "bench-selection: -sinks %d: want 1, or more with a -sink-database postgres://... (SQLite has one writer)\n", o.sinks)
+		os.Exit(2)
 	}
 	if err := run(context.Background(), o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-selection:", err)
@@ -90,7 +98,7 @@ func main() {
 type system struct {
 	url      string
 	selector *selector.Service
-	// startSink starts the metrics-sink (after the load: see run).
+	// startSink starts a metrics-sink (after the load: see run).
 	startSink func() (*metricssink.Service, error)
 	stop      func()
 }
@@ -211,7 +219,11 @@ func start(ctx context.Context, o options, dir string) (*system, error) {
 		return fail(err)
 	}
 	sys.startSink = func() (*metricssink.Service, error) {
-		store, err := metricssink.OpenStore(ctx, filepath.Join(dir, "selections.db"))
+		db := o.sinkDatabase
+		if db == "" {
+			db = filepath.Join(dir, "selections.db")
+		}
+		store, err := metricssink.OpenStore(ctx, db)
 		if err != nil {
 			return nil, err
 		}
@@ -451,31 +463,46 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	if err := startProfile(o.sinkProfile); err != nil {
 		return err
 	}
-	sink, err := sys.startSink()
-	if err != nil {
-		return err
+	sinks := make([]*metricssink.Service, o.sinks)
+	for i := range sinks {
+		if sinks[i], err = sys.startSink(); err != nil {
+			return err
+		}
+	}
+	stored := func() (stored, inserted, lag uint64) {
+		for _, sink := range sinks {
+			sk := sink.Stats()
+			stored += sk.Inserted + sk.Duplicates
+			inserted += sk.Inserted
+			lag = max(lag, sk.ConsumerLag)
+		}
+		return stored, inserted, lag
 	}
 	drainStart := time.Now()
 	deadline := drainStart.Add(120 * time.Second)
 	var maxLag uint64
 	for time.Now().Before(deadline) {
-		sk := sink.Stats()
-		maxLag = max(maxLag, sk.ConsumerLag)
-		if sk.Inserted+sk.Duplicates >= st.EventsPublished {
+		n, _, lag := stored()
+		maxLag = max(maxLag, lag)
+		if n >= st.EventsPublished {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	drain := time.Since(drainStart)
 	pprof.StopCPUProfile()
-	sk := sink.Stats()
-	ingest := float64(sk.Inserted) / drain.Seconds()
+	n, inserted, lag := stored()
+	ingest := float64(inserted) / drain.Seconds()
+	store := "SQLite"
+	if o.sinkDatabase != "" {
+		store = "PostgreSQL"
+	}
 	fmt.Fprintf(out, "\nwire: %d events dropped (buffer full)\n", wr.events.Stats().Dropped)
 	fmt.Fprintf(out, "selector: %d selections, %d events published, %d dropped, %d failed\n", st.Selections, st.EventsPublished, st.EventsDropped, st.EventsFailed)
-	fmt.Fprintf(out, "metrics-sink: drained a backlog of %d events into SQLite in %s: %.0f rows/s ingest (%.1fx the selector's best %.0f selections/s); largest consumer lag seen %d, lag at the end %d\n",
-		sk.Inserted, drain.Round(time.Millisecond), ingest, ingest/best, best, maxLag, sk.ConsumerLag)
-	if sk.Inserted+sk.Duplicates < st.EventsPublished {
-		return fmt.Errorf("the sink stored %d of %d events in %s", sk.Inserted+sk.Duplicates, st.EventsPublished, drain)
+	fmt.Fprintf(out, "metrics-sink (%d): drained a backlog of %d events into %s in %s: %.0f rows/s ingest (%.1fx the selector's best %.0f selections/s); largest consumer lag seen %d, lag at the end %d\n",
+		o.sinks, inserted, store, drain.Round(time.Millisecond), ingest, ingest/best, best, maxLag, lag)
+	if n < st.EventsPublished {
+		return fmt.Errorf("the sinks stored %d of %d events in %s", n, st.EventsPublished, drain)
 	}
 	return nil
 }
