@@ -18,6 +18,11 @@ const (
 	// so that the events after its last acknowledgement are confirmed
 	// and the server forgets the batch.
 	batchIdleCommit = 100 * time.Millisecond
+	// batchMaxAge closes a batch this old at the next idle check even
+	// while events keep coming: a trickle of them would otherwise wait
+	// for a flow acknowledgement (every few hundred events) for minutes,
+	// and a stream that stopped storing them would go unnoticed as long.
+	batchMaxAge = 500 * time.Millisecond
 )
 
 // publishBatches is Run for a stream that takes fast-ingest batches: one
@@ -33,7 +38,7 @@ func (p *EventPublisher) publishBatches(ctx context.Context, stop <-chan struct{
 			b.add(ctx, msg)
 			lastAdd = time.Now()
 		case <-idle.C:
-			if time.Since(lastAdd) >= batchIdleCommit {
+			if time.Since(lastAdd) >= batchIdleCommit || (b.fp != nil && time.Since(b.opened) >= batchMaxAge) {
 				b.commit(ctx)
 			}
 		case <-stop:
@@ -60,8 +65,9 @@ func (p *EventPublisher) publishBatches(ctx context.Context, stop <-chan struct{
 // stream acknowledges one: a stream that is gone answers a single publish
 // at once, but leaves a batch's first message waiting for its timeout.
 type eventBatch struct {
-	p  *EventPublisher
-	fp jetstreamext.FastPublisher // nil: no batch open
+	p      *EventPublisher
+	fp     jetstreamext.FastPublisher // nil: no batch open
+	opened time.Time
 	// unacked[i] went out as batch sequence acked+1+i.
 	unacked []*nats.Msg
 	acked   uint64
@@ -88,7 +94,7 @@ func (b *eventBatch) add(ctx context.Context, msg *nats.Msg) {
 			b.abandon(ctx, err)
 			return
 		}
-		b.fp, b.acked = fp, 0
+		b.fp, b.acked, b.opened = fp, 0, time.Now()
 	}
 	ack, err := b.fp.AddMsg(msg)
 	if err != nil {

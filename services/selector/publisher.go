@@ -94,6 +94,13 @@ const (
 	retryBackoffMax = 2 * time.Second
 )
 
+// eventFailureSpan is the longest wait from an event's first send to its
+// publisher learning that it failed: an acknowledgement's timeout for a
+// single publish; for a batch, its age when committed at the latest (see
+// batchMaxAge, checked every batchIdleCommit) and then the commit's
+// acknowledgement timeout.
+const eventFailureSpan = batchMaxAge + batchIdleCommit + eventAckTimeout
+
 // eventRetrySpan is the longest time from an event's first publish to its
 // last retry, once its retries have started: the stream's dedup window must
 // cover it, or a retry of an event that did land (its ack lost) is stored
@@ -102,7 +109,7 @@ const (
 // stream then holds it twice and the sink, keyed by event id, stores it
 // once. It saturates at the longest Duration instead of overflowing.
 func eventRetrySpan(retries int) time.Duration {
-	span := eventAckTimeout
+	span := eventFailureSpan
 	backoff := retryBackoffMin
 	for ; retries > 0 && backoff < retryBackoffMax; retries-- {
 		span += backoff + eventAckTimeout

@@ -180,3 +180,26 @@ func TestEventPublisherCountsEventsItGivesUp(t *testing.T) {
 		t.Fatalf("stats %+v, want %d failed after a retry", st, n)
 	}
 }
+
+// A steady trickle of events never leaves the batch idle: it is still
+// committed once batchMaxAge old, so the events are confirmed as they go.
+func TestEventPublisherConfirmsATrickle(t *testing.T) {
+	_, nc := natstest.Start(t)
+	p, stop := startEventPublisher(t, nc, true, 5)
+	const every = 20 * time.Millisecond
+	trickle := 3 * batchMaxAge
+	i := 0
+	for start := time.Now(); time.Since(start) < trickle; i++ {
+		p.Publish(testEvent("trickle-" + strconv.Itoa(i)))
+		time.Sleep(every)
+	}
+	// Every batch but the last (at most batchMaxAge and one check old) is
+	// confirmed while events still come.
+	if st := p.Stats(); st.Published == 0 {
+		t.Fatalf("stats %+v: nothing confirmed during a %s trickle of %d events", st, trickle, i)
+	}
+	stop()
+	if st := p.Stats(); st.Published != uint64(i) {
+		t.Fatalf("stats %+v, want %d published", st, i)
+	}
+}

@@ -598,11 +598,11 @@ func TestEventRetrySpan(t *testing.T) {
 		retries int
 		want    time.Duration
 	}{
-		{0, 2 * time.Second},
-		{1, 4050 * time.Millisecond},
-		{5, 13550 * time.Millisecond},
-		{9, 29150 * time.Millisecond},
-		{10, 33150 * time.Millisecond},
+		{0, 2600 * time.Millisecond},
+		{1, 4650 * time.Millisecond},
+		{5, 14150 * time.Millisecond},
+		{9, 29750 * time.Millisecond},
+		{10, 33750 * time.Millisecond},
 		{1 << 40, math.MaxInt64}, // saturates, neither loops for ages nor wraps
 	}
 	for _, tt := range tests {
