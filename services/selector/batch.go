@@ -2,6 +2,7 @@ package selector
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -87,9 +88,7 @@ func (b *eventBatch) add(ctx context.Context, msg *nats.Msg) {
 	}
 	b.unacked = append(b.unacked, msg)
 	if b.fp == nil {
-		fp, err := jetstreamext.NewFastPublisher(b.p.js,
-			jetstreamext.FastPublishFlowControl{Flow: batchFlow, MaxOutstandingAcks: batchOutstanding, AckTimeout: eventAckTimeout},
-			jetstreamext.WithFastPublisherErrorHandler(b.p.batchError))
+		fp, err := b.p.openBatch()
 		if err != nil {
 			b.abandon(ctx, err)
 			return
@@ -129,20 +128,34 @@ func (b *eventBatch) abandon(ctx context.Context, err error) {
 	b.broken, b.acknowledgedAtBreak = true, b.p.acknowledged.Load()
 }
 
-// commit closes the open batch: its final acknowledgement confirms every
-// event sent in it.
+// commit closes the open batch. Its final acknowledgement counts the
+// messages the stream took: all of them, or, when the stream had already
+// ended the batch at a gap (a leader lost with messages in flight), those
+// before it, and the rest are sent again.
 func (b *eventBatch) commit(ctx context.Context) {
 	if b.fp == nil {
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, eventAckTimeout)
 	defer cancel()
-	if _, err := b.fp.Close(cctx); err != nil {
+	ack, err := b.fp.Close(cctx)
+	if err != nil {
 		b.abandon(ctx, err)
 		return
 	}
 	b.fp = nil
-	b.release(b.acked + uint64(len(b.unacked)))
+	sent := b.acked + uint64(len(b.unacked))
+	b.release(min(ack.BatchSize, sent))
+	if len(b.unacked) > 0 {
+		b.abandon(ctx, fmt.Errorf("%w: the stream took %d of the batch's %d events", errBatchCut, ack.BatchSize, sent))
+	}
+}
+
+// openFastBatch is EventPublisher.openBatch outside tests.
+func (p *EventPublisher) openFastBatch() (jetstreamext.FastPublisher, error) {
+	return jetstreamext.NewFastPublisher(p.js,
+		jetstreamext.FastPublishFlowControl{Flow: batchFlow, MaxOutstandingAcks: batchOutstanding, AckTimeout: eventAckTimeout},
+		jetstreamext.WithFastPublisherErrorHandler(p.batchError))
 }
 
 // batchError logs what the stream reports about a batch (gaps, refused

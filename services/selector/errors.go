@@ -16,4 +16,7 @@ var (
 	ErrMalformedRequest = errors.New("malformed selection request")
 	// ErrBadSample: a GPU sample was refused (not used for placement).
 	ErrBadSample = errors.New("GPU sample refused")
+	// errBatchCut: a decision event batch's final acknowledgement counts
+	// fewer events than were sent in it; the rest are sent again.
+	errBatchCut = errors.New("decision event batch cut short")
 )

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"github.com/synadia-io/orbit.go/jetstreamext"
 )
 
 // EventPublisher sends decision events to their stream off the request
@@ -44,6 +45,8 @@ type EventPublisher struct {
 
 	retrySlots chan struct{}
 	retrying   sync.WaitGroup
+	// openBatch starts a fast-ingest batch: openFastBatch, or a test's fake.
+	openBatch func() (jetstreamext.FastPublisher, error)
 }
 
 // EventStats counts an EventPublisher's events.
@@ -127,12 +130,14 @@ func eventRetrySpan(retries int) time.Duration {
 // should have WithPublishAsyncTimeout(eventAckTimeout) and
 // WithPublishAsyncMaxPending(MaxEventsInFlight) for the per-message mode.
 func NewEventPublisher(js jetstream.JetStream, stream string, log zerolog.Logger, buffer, retries int) *EventPublisher {
-	return &EventPublisher{
+	p := &EventPublisher{
 		js: js, stream: stream, log: log, retries: retries,
 		queue:      make(chan *nats.Msg, buffer),
 		acks:       make(chan pendingEvent, MaxEventsInFlight),
 		retrySlots: make(chan struct{}, maxConcurrentRetries),
 	}
+	p.openBatch = p.openFastBatch
+	return p
 }
 
 // Publish queues msg, which carries its Nats-Msg-Id and keeps its own

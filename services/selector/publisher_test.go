@@ -2,6 +2,7 @@ package selector
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+	"github.com/synadia-io/orbit.go/jetstreamext"
 
 	"github.com/nlocalmodels/orchestrator/pkg/bus"
 	"github.com/nlocalmodels/orchestrator/pkg/natstest"
@@ -22,7 +24,7 @@ const testEventStream = "TEST_EVENTS"
 // startEventPublisher creates testEventStream (taking batches or not) and
 // runs a publisher into it until the test stops it with the returned
 // function, which waits for the last acknowledgement.
-func startEventPublisher(t testing.TB, nc *nats.Conn, allowBatch bool, retries int) (*EventPublisher, func()) {
+func startEventPublisher(t testing.TB, nc *nats.Conn, allowBatch bool, retries int, setup ...func(*EventPublisher)) (*EventPublisher, func()) {
 	t.Helper()
 	ctx := context.Background()
 	admin := natstest.JetStream(t, nc)
@@ -37,6 +39,9 @@ func startEventPublisher(t testing.TB, nc *nats.Conn, allowBatch bool, retries i
 		t.Fatal(err)
 	}
 	p := NewEventPublisher(js, testEventStream, zerolog.Nop(), 4096, retries)
+	for _, f := range setup {
+		f(p)
+	}
 	stop, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
@@ -201,5 +206,58 @@ func TestEventPublisherConfirmsATrickle(t *testing.T) {
 	stop()
 	if st := p.Stats(); st.Published != uint64(i) {
 		t.Fatalf("stats %+v, want %d published", st, i)
+	}
+}
+
+// cutBatch is a fast-ingest batch whose stream ended it after `takes`
+// messages (as at a gap when a leader is lost): it takes every message
+// without acknowledging any, and its final acknowledgement counts takes.
+type cutBatch struct {
+	takes uint64
+	added uint64
+}
+
+func (b *cutBatch) Add(string, []byte, ...jetstreamext.BatchMsgOpt) (*jetstreamext.FastPubAck, error) {
+	return nil, errors.New("cutBatch: use AddMsg")
+}
+
+func (b *cutBatch) AddMsg(*nats.Msg, ...jetstreamext.BatchMsgOpt) (*jetstreamext.FastPubAck, error) {
+	b.added++
+	return &jetstreamext.FastPubAck{BatchSequence: b.added}, nil
+}
+
+func (b *cutBatch) Commit(context.Context, string, []byte, ...jetstreamext.BatchMsgOpt) (*jetstreamext.BatchAck, error) {
+	return nil, errors.New("cutBatch: use Close")
+}
+
+func (b *cutBatch) CommitMsg(context.Context, *nats.Msg, ...jetstreamext.BatchMsgOpt) (*jetstreamext.BatchAck, error) {
+	return nil, errors.New("cutBatch: use Close")
+}
+
+func (b *cutBatch) Close(context.Context) (*jetstreamext.BatchAck, error) {
+	return &jetstreamext.BatchAck{Stream: testEventStream, BatchSize: min(b.takes, b.added)}, nil
+}
+
+func (b *cutBatch) IsClosed() bool { return false }
+
+// A batch whose final acknowledgement counts fewer events than were sent in
+// it: the events past the count are sent again, not counted as published.
+func TestEventPublisherResendsWhatACutBatchLost(t *testing.T) {
+	_, nc := natstest.Start(t)
+	const sent, taken = 10, 4
+	p, stop := startEventPublisher(t, nc, true, 5, func(p *EventPublisher) {
+		p.openBatch = func() (jetstreamext.FastPublisher, error) { return &cutBatch{takes: taken}, nil }
+	})
+	for i := range sent {
+		p.Publish(testEvent("cut-" + strconv.Itoa(i)))
+	}
+	stop()
+	st := p.Stats()
+	if st.Published != sent || st.Failed != 0 || st.Retried != sent-taken {
+		t.Fatalf("stats %+v, want %d published, %d of them retried", st, sent, sent-taken)
+	}
+	// The fake took the first ones without storing them; the retries did.
+	if got := storedEvents(t, nc); got != sent-taken {
+		t.Fatalf("stream holds %d events, want the %d retried", got, sent-taken)
 	}
 }
