@@ -19,11 +19,19 @@ const (
 	// so that the events after its last acknowledgement are confirmed
 	// and the server forgets the batch.
 	batchIdleCommit = 100 * time.Millisecond
-	// batchMaxAge closes a batch this old at the next idle check even
-	// while events keep coming: a trickle of them would otherwise wait
-	// for a flow acknowledgement (every few hundred events) for minutes,
-	// and a stream that stopped storing them would go unnoticed as long.
-	batchMaxAge = 500 * time.Millisecond
+	// batchMaxWait closes the batch, at the next event or idle check, once
+	// its oldest unacknowledged event has waited this long: a trickle of
+	// events would otherwise wait for a flow acknowledgement (every few
+	// hundred events) for minutes, and a stream that stopped storing them
+	// would go unnoticed as long.
+	batchMaxWait = 500 * time.Millisecond
+	// After a batch breaks, events go out singly for at least
+	// batchHoldOffMin, doubling with each break in a row up to
+	// batchHoldOffMax: a batch whose first message the stream refuses
+	// (batches switched off, too many in flight) waits out the whole
+	// acknowledgement timeout, where a single publish hears at once.
+	batchHoldOffMin = time.Second
+	batchHoldOffMax = 30 * time.Second
 )
 
 // publishBatches is Run for a stream that takes fast-ingest batches: one
@@ -39,7 +47,7 @@ func (p *EventPublisher) publishBatches(ctx context.Context, stop <-chan struct{
 			b.add(ctx, msg)
 			lastAdd = time.Now()
 		case <-idle.C:
-			if time.Since(lastAdd) >= batchIdleCommit || (b.fp != nil && time.Since(b.opened) >= batchMaxAge) {
+			if time.Since(lastAdd) >= batchIdleCommit || b.overdue() {
 				b.commit(ctx)
 			}
 		case <-stop:
@@ -62,38 +70,53 @@ func (p *EventPublisher) publishBatches(ctx context.Context, stop <-chan struct{
 // to n is stored. A batch that breaks (a lost message, a lost leader, a
 // timeout) is given up: its unacknowledged events are retried one by one,
 // like failed single publishes, and the stream drops any that did land by
-// their Nats-Msg-Id. The events after it go out one by one too, until the
-// stream acknowledges one: a stream that is gone answers a single publish
-// at once, but leaves a batch's first message waiting for its timeout.
+// their Nats-Msg-Id. The events after it go out one by one too, for a
+// hold-off and until the stream acknowledges one.
 type eventBatch struct {
-	p      *EventPublisher
-	fp     jetstreamext.FastPublisher // nil: no batch open
-	opened time.Time
-	// unacked[i] went out as batch sequence acked+1+i.
+	p  *EventPublisher
+	fp jetstreamext.FastPublisher // nil: no batch open
+	// unacked[i] went out as batch sequence acked+1+i, at sentAt[i].
 	unacked []*nats.Msg
+	sentAt  []time.Time
 	acked   uint64
-	// broken: the last batch broke and no single publish has been
-	// acknowledged since; acknowledgedAtBreak is p.acknowledged then.
+	// broken: the last batch broke; events go singly until holdUntil and
+	// until p.acknowledged has passed acknowledgedAtBreak.
 	broken              bool
 	acknowledgedAtBreak uint64
+	holdUntil           time.Time
+	holdOff             time.Duration
+}
+
+// overdue tells that the oldest unacknowledged event has waited
+// batchMaxWait.
+func (b *eventBatch) overdue() bool {
+	return b.fp != nil && len(b.sentAt) > 0 && time.Since(b.sentAt[0]) >= batchMaxWait
 }
 
 func (b *eventBatch) add(ctx context.Context, msg *nats.Msg) {
 	if b.broken {
-		if b.p.acknowledged.Load() == b.acknowledgedAtBreak {
+		if b.p.acknowledged.Load() == b.acknowledgedAtBreak || time.Now().Before(b.holdUntil) {
 			b.p.publish(ctx, msg)
 			return
 		}
 		b.broken = false
 	}
+	if b.overdue() {
+		b.commit(ctx)
+		if b.broken {
+			b.p.publish(ctx, msg)
+			return
+		}
+	}
 	b.unacked = append(b.unacked, msg)
+	b.sentAt = append(b.sentAt, time.Now())
 	if b.fp == nil {
 		fp, err := b.p.openBatch()
 		if err != nil {
 			b.abandon(ctx, err)
 			return
 		}
-		b.fp, b.acked, b.opened = fp, 0, time.Now()
+		b.fp, b.acked = fp, 0
 	}
 	ack, err := b.fp.AddMsg(msg)
 	if err != nil {
@@ -111,32 +134,44 @@ func (b *eventBatch) release(seq uint64) {
 	n := min(seq-b.acked, uint64(len(b.unacked)))
 	b.p.published.Add(n)
 	clear(b.unacked[:n]) // let the sent messages go
-	b.unacked = b.unacked[n:]
+	b.unacked, b.sentAt = b.unacked[n:], b.sentAt[n:]
 	b.acked = seq
+	b.holdOff = 0 // the stream takes batches again
 }
 
 // abandon gives the open batch up after err: see eventBatch.
 func (b *eventBatch) abandon(ctx context.Context, err error) {
 	b.p.log.Warn().Err(err).Str("stream", b.p.stream).Int("unacknowledged", len(b.unacked)).
 		Msg("decision event batch broke: retrying its unacknowledged events one by one")
+	if b.fp != nil && !b.fp.IsClosed() {
+		// Close with a context already done only ends the batch's
+		// acknowledgement subscription.
+		cctx, cancel := context.WithCancel(ctx)
+		cancel()
+		_, _ = b.fp.Close(cctx)
+	}
 	for _, msg := range b.unacked {
+		msg.Reply = "" // AddMsg set the batch's; a single publish makes its own
 		b.p.retryAsync(ctx, msg, err)
 	}
 	clear(b.unacked)
-	b.unacked = b.unacked[:0]
+	b.unacked, b.sentAt = b.unacked[:0], b.sentAt[:0]
 	b.fp, b.acked = nil, 0
-	b.broken, b.acknowledgedAtBreak = true, b.p.acknowledged.Load()
+	b.holdOff = min(max(2*b.holdOff, batchHoldOffMin), batchHoldOffMax)
+	b.broken, b.acknowledgedAtBreak, b.holdUntil = true, b.p.acknowledged.Load(), time.Now().Add(b.holdOff)
 }
 
 // commit closes the open batch. Its final acknowledgement counts the
 // messages the stream took: all of them, or, when the stream had already
 // ended the batch at a gap (a leader lost with messages in flight), those
-// before it, and the rest are sent again.
+// before it, and the rest are sent again. It runs past ctx's end (the
+// flush deadline), bounded by the acknowledgement timeout: the events are
+// sent, and only the acknowledgement tells whether they were stored.
 func (b *eventBatch) commit(ctx context.Context) {
 	if b.fp == nil {
 		return
 	}
-	cctx, cancel := context.WithTimeout(ctx, eventAckTimeout)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), eventAckTimeout)
 	defer cancel()
 	ack, err := b.fp.Close(cctx)
 	if err != nil {

@@ -99,10 +99,12 @@ const (
 
 // eventFailureSpan is the longest wait from an event's first send to its
 // publisher learning that it failed: an acknowledgement's timeout for a
-// single publish; for a batch, its age when committed at the latest (see
-// batchMaxAge, checked every batchIdleCommit) and then the commit's
-// acknowledgement timeout.
-const eventFailureSpan = batchMaxAge + batchIdleCommit + eventAckTimeout
+// single publish. In a batch the oldest unacknowledged event gets the
+// batch committed once it has waited batchMaxWait (checked at each event
+// and every batchIdleCommit), and the commit's acknowledgement may take
+// the timeout; but the Add before that check may have stalled for the
+// timeout too, waiting for flow acknowledgements, so two timeouts.
+const eventFailureSpan = batchMaxWait + batchIdleCommit + 2*eventAckTimeout
 
 // eventRetrySpan is the longest time from an event's first publish to its
 // last retry, once its retries have started: the stream's dedup window must

@@ -576,7 +576,7 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"zero request limit", func(c *Config) { c.MaxRequestBytes = 0 }},
 		{"zero buffer", func(c *Config) { c.EventBuffer = 0 }},
 		{"negative retries", func(c *Config) { c.EventRetries = -1 }},
-		{"retries beyond the dedup window", func(c *Config) { c.EventRetries = 10 }},
+		{"retries beyond the dedup window", func(c *Config) { c.EventRetries = 9 }},
 		{"retries without end", func(c *Config) { c.EventRetries = math.MaxInt }},
 		{"zero rebuild interval", func(c *Config) { c.FleetRebuildInterval = 0 }},
 	}
@@ -592,17 +592,17 @@ func TestNewRejectsBadConfig(t *testing.T) {
 }
 
 // The stream's dedup window covers every retry the default config and up to
-// nine retries make; ten would outlast it (TestNewRejectsBadConfig).
+// eight retries make; nine would outlast it (TestNewRejectsBadConfig).
 func TestEventRetrySpan(t *testing.T) {
 	tests := []struct {
 		retries int
 		want    time.Duration
 	}{
-		{0, 2600 * time.Millisecond},
-		{1, 4650 * time.Millisecond},
-		{5, 14150 * time.Millisecond},
-		{9, 29750 * time.Millisecond},
-		{10, 33750 * time.Millisecond},
+		{0, 4600 * time.Millisecond},
+		{1, 6650 * time.Millisecond},
+		{5, 16150 * time.Millisecond},
+		{8, 27750 * time.Millisecond},
+		{9, 31750 * time.Millisecond},
 		{1 << 40, math.MaxInt64}, // saturates, neither loops for ages nor wraps
 	}
 	for _, tt := range tests {
