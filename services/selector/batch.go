@@ -94,19 +94,15 @@ func (b *eventBatch) overdue() bool {
 }
 
 func (b *eventBatch) add(ctx context.Context, msg *nats.Msg) {
+	if b.overdue() {
+		b.commit(ctx)
+	}
 	if b.broken {
 		if b.p.acknowledged.Load() == b.acknowledgedAtBreak || time.Now().Before(b.holdUntil) {
 			b.p.publish(ctx, msg)
 			return
 		}
 		b.broken = false
-	}
-	if b.overdue() {
-		b.commit(ctx)
-		if b.broken {
-			b.p.publish(ctx, msg)
-			return
-		}
 	}
 	b.unacked = append(b.unacked, msg)
 	b.sentAt = append(b.sentAt, time.Now())

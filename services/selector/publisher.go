@@ -127,11 +127,14 @@ func eventRetrySpan(retries int) time.Duration {
 	return span + time.Duration(retries)*step
 }
 
-// NewEventPublisher returns a publisher of events into stream, buffering
-// at most buffer of them and retrying a failed publish retries times. js
-// should have WithPublishAsyncTimeout(eventAckTimeout) and
-// WithPublishAsyncMaxPending(MaxEventsInFlight) for the per-message mode.
-func NewEventPublisher(js jetstream.JetStream, stream string, log zerolog.Logger, buffer, retries int) *EventPublisher {
+// NewEventPublisher returns a publisher of events into stream over nc,
+// buffering at most buffer of them and retrying a failed publish retries
+// times.
+func NewEventPublisher(nc *nats.Conn, stream string, log zerolog.Logger, buffer, retries int) (*EventPublisher, error) {
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(eventAckTimeout), jetstream.WithPublishAsyncMaxPending(MaxEventsInFlight))
+	if err != nil {
+		return nil, err
+	}
 	p := &EventPublisher{
 		js: js, stream: stream, log: log, retries: retries,
 		queue:      make(chan *nats.Msg, buffer),
@@ -139,7 +142,7 @@ func NewEventPublisher(js jetstream.JetStream, stream string, log zerolog.Logger
 		retrySlots: make(chan struct{}, maxConcurrentRetries),
 	}
 	p.openBatch = p.openFastBatch
-	return p
+	return p, nil
 }
 
 // Publish queues msg, which carries its Nats-Msg-Id and keeps its own

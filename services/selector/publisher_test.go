@@ -34,11 +34,10 @@ func startEventPublisher(t testing.TB, nc *nats.Conn, allowBatch bool, retries i
 	}); err != nil {
 		t.Fatal(err)
 	}
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(eventAckTimeout), jetstream.WithPublishAsyncMaxPending(MaxEventsInFlight))
+	p, err := NewEventPublisher(nc, testEventStream, zerolog.Nop(), 4096, retries)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := NewEventPublisher(js, testEventStream, zerolog.Nop(), 4096, retries)
 	for _, f := range setup {
 		f(p)
 	}
@@ -48,7 +47,7 @@ func startEventPublisher(t testing.TB, nc *nats.Conn, allowBatch bool, retries i
 		p.Run(context.Background(), stop)
 		p.Wait()
 	}()
-	// Run decides its mode first: publish only once it has.
+	// Run decides its mode first: in batch mode, publish only once it has.
 	eventually(t, "the publisher to start", func() bool { return p.Stats().Batched == allowBatch })
 	stopped := false
 	shutdown := func() {

@@ -124,11 +124,9 @@ func New(cfg Config, nc *nats.Conn, opts ...Option) (*Service, error) {
 	if s.eventConn == nil {
 		s.eventConn = nc
 	}
-	eventJS, err := jetstream.New(s.eventConn, jetstream.WithPublishAsyncTimeout(eventAckTimeout), jetstream.WithPublishAsyncMaxPending(MaxEventsInFlight))
-	if err != nil {
+	if s.events, err = NewEventPublisher(s.eventConn, bus.SelectionStream, s.log, cfg.EventBuffer, cfg.EventRetries); err != nil {
 		return nil, fmt.Errorf("%w: jetstream for events: %w", ErrConfig, err)
 	}
-	s.events = NewEventPublisher(eventJS, bus.SelectionStream, s.log, cfg.EventBuffer, cfg.EventRetries)
 	s.sharer = &sharer{nc: nc, log: s.log}
 	if s.registerer == nil {
 		s.registerer = prometheus.NewRegistry()

@@ -62,6 +62,12 @@ type options struct {
 	sinks          int
 }
 
+// sinkOnPostgres tells that -sink-database names PostgreSQL (as
+// metricssink.OpenStore reads it: a postgres:// or postgresql:// URL).
+func (o options) sinkOnPostgres() bool {
+	return strings.HasPrefix(strings.ToLower(o.sinkDatabase), "postgres")
+}
+
 func main() {
 	var o options
 	var levels string
@@ -84,7 +90,7 @@ func main() {
 		}
 		o.inflight = append(o.inflight, n)
 	}
-	if o.sinks < 1 || (o.sinks > 1 && !strings.HasPrefix(o.sinkDatabase, "postgres")) {
+	if o.sinks < 1 || (o.sinks > 1 && !o.sinkOnPostgres()) {
 		fmt.Fprintf(os.Stderr, "bench-selection: -sinks %d: want 1, or more with a -sink-database postgres://... (SQLite has one writer)\n", o.sinks)
 		os.Exit(2)
 	}
@@ -469,7 +475,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 			return err
 		}
 	}
-	stored := func() (stored, inserted, lag uint64) {
+	sinkTotals := func() (stored, inserted, lag uint64) {
 		for _, sink := range sinks {
 			sk := sink.Stats()
 			stored += sk.Inserted + sk.Duplicates
@@ -482,7 +488,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	deadline := drainStart.Add(120 * time.Second)
 	var maxLag uint64
 	for time.Now().Before(deadline) {
-		n, _, lag := stored()
+		n, _, lag := sinkTotals()
 		maxLag = max(maxLag, lag)
 		if n >= st.EventsPublished {
 			break
@@ -491,10 +497,10 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 	drain := time.Since(drainStart)
 	pprof.StopCPUProfile()
-	n, inserted, lag := stored()
+	n, inserted, lag := sinkTotals()
 	ingest := float64(inserted) / drain.Seconds()
 	store := "SQLite"
-	if o.sinkDatabase != "" {
+	if o.sinkOnPostgres() {
 		store = "PostgreSQL"
 	}
 	fmt.Fprintf(out, "\nwire: %d events dropped (buffer full)\n", wr.events.Stats().Dropped)
@@ -545,13 +551,13 @@ func startWire(ctx context.Context, url string, client *nats.Conn) (*wire, error
 		nc.Close()
 		return nil, err
 	}
-	js, err := jetstream.New(eventConn, jetstream.WithPublishAsyncTimeout(2*time.Second), jetstream.WithPublishAsyncMaxPending(selector.MaxEventsInFlight))
+	events, err := selector.NewEventPublisher(eventConn, wireStream, zerolog.Nop(), selector.DefaultConfig().EventBuffer, selector.DefaultConfig().EventRetries)
 	if err != nil {
 		nc.Close()
 		eventConn.Close()
 		return nil, err
 	}
-	w := &wire{events: selector.NewEventPublisher(js, wireStream, zerolog.Nop(), selector.DefaultConfig().EventBuffer, selector.DefaultConfig().EventRetries)}
+	w := &wire{events: events}
 	stopPub, pubDone := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(pubDone)
