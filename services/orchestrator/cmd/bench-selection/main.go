@@ -241,7 +241,7 @@ func start(ctx context.Context, o options, dir string) (*system, error) {
 		if err != nil {
 			return nil, err
 		}
-		sink, err := metricssink.New(metricssink.Config{LagInterval: 100 * time.Millisecond, RateWindow: time.Second}, sinkJS, store)
+		sink, err := metricssink.New(metricssink.Config{LagInterval: 100 * time.Millisecond, RateWindow: time.Second}, sinkJS, store, metricssink.WithLogger(nop))
 		if err != nil {
 			return nil, err
 		}
