@@ -20,6 +20,7 @@ import (
 	"github.com/nats-io/nuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
+	segjson "github.com/segmentio/encoding/json"
 
 	"github.com/nlocalmodels/orchestrator/pkg/bus"
 	"github.com/nlocalmodels/orchestrator/pkg/events"
@@ -465,10 +466,14 @@ func (s *Service) answer(req micro.Request, start time.Time) labels {
 		return s.fail(req, labels{}, bus.CodeBadRequest, fmt.Errorf("%w: %d bytes, limit %d", ErrRequestTooLarge, len(data), s.cfg.MaxRequestBytes), nil)
 	}
 	var r selection.Request
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&r); err != nil {
+	// segmentio's decoder checks what encoding/json's does in a third of
+	// the time (BenchmarkAnswer), and hands back what follows the request.
+	rest, err := segjson.Parse(data, &r, segjson.DisallowUnknownFields)
+	if err != nil {
 		return s.fail(req, labels{}, bus.CodeBadRequest, fmt.Errorf("%w: %w", ErrMalformedRequest, err), nil)
+	}
+	if rest = bytes.TrimSpace(rest); len(rest) > 0 {
+		return s.fail(req, labels{}, bus.CodeBadRequest, fmt.Errorf("%w: %d bytes after the request object", ErrMalformedRequest, len(rest)), nil)
 	}
 	snap := s.snap.Load()
 	if snap == nil || snap.engine == nil {

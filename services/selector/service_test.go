@@ -279,6 +279,8 @@ func TestSelectorErrorsKeepServing(t *testing.T) {
 	}{
 		{"invalid JSON", `{"task_category":`, bus.CodeBadRequest, "malformed"},
 		{"unknown field", `{"task_category":"code","colour":"red"}`, bus.CodeBadRequest, "colour"},
+		{"text after the request", `{"task_category":"code"} {"task_category":"math"}`, bus.CodeBadRequest, "after the request"},
+		{"a string where a number goes", `{"task_category":"code","constraints":{"min_score":"high"}}`, bus.CodeBadRequest, "min_score"},
 		{"unknown category", `{"task_category":"poetry"}`, bus.CodeNotFound, `"poetry"`},
 		{"unknown model allowed", `{"task_category":"code","constraints":{"allow_models":["gpt-9"]}}`, bus.CodeNotFound, `"gpt-9"`},
 		{"impossible constraints", `{"task_category":"code","constraints":{"max_gpu_memory_mb":10}}`, bus.CodeUnprocessable, "max_gpu_memory_mb"},
@@ -300,7 +302,7 @@ func TestSelectorErrorsKeepServing(t *testing.T) {
 			}
 		})
 	}
-	if st := svc.Stats(); st.Errors[bus.CodeBadRequest] != 4 || st.Errors[bus.CodeNotFound] != 2 || st.Errors[bus.CodeUnprocessable] != 1 {
+	if st := svc.Stats(); st.Errors[bus.CodeBadRequest] != 6 || st.Errors[bus.CodeNotFound] != 2 || st.Errors[bus.CodeUnprocessable] != 1 {
 		t.Errorf("error counters %+v", st.Errors)
 	}
 }
