@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/nlocalmodels/orchestrator/pkg/events"
 )
 
 func TestDecodeRecord(t *testing.T) {
@@ -32,6 +34,7 @@ func TestDecodeRecord(t *testing.T) {
 		{"a GPU sample's offset Go cannot write back", `{"event_id":"e","timestamp":"2025-01-01T00:00:00Z","task_category":"code","selected_model":"m","gpus":[{"sample":{"timestamp":"2025-01-01T00:00:00Z"},"reserved_mb":0},{"sample":{"timestamp":"2025-01-01T00:00:00-24:00"},"reserved_mb":0}]}`, ErrBadEvent},
 		{"a negative gpu_id", `{"event_id":"e","timestamp":"2025-01-01T00:00:00Z","task_category":"code","selected_model":"m","gpu_id":-3}`, ErrBadEvent},
 		{"minimal", `{"event_id":"e","timestamp":"2025-01-01T00:00:00Z","task_category":"code","selected_model":"m"}`, nil},
+		{"text after the event", `{"event_id":"e","timestamp":"2025-01-01T00:00:00Z","task_category":"code","selected_model":"m"}00`, ErrBadEvent},
 		{"a field a newer selector adds", `{"event_id":"e","timestamp":"2025-01-01T00:00:00Z","task_category":"code","selected_model":"m","new_field":{"x":1}}`, nil},
 		{"a field name in another case", `{"Event_ID":"e","timestamp":"2025-01-01T00:00:00Z","task_category":"code","selected_model":"m"}`, ErrBadEvent},
 		{"text that is not UTF-8", "{\"event_id\":\"e\xff\",\"timestamp\":\"2025-01-01T00:00:00Z\",\"task_category\":\"code\",\"selected_model\":\"m\"}", ErrBadEvent},
@@ -95,4 +98,39 @@ func TestReportsList(t *testing.T) {
 			t.Errorf("report %d = %+v, want name %s and a description", i, r, want[i])
 		}
 	}
+}
+
+// FuzzDecodeRecord: whatever DecodeRecord stores, a reader of the row can
+// decode with encoding/json and encode again (the dashboard does both), and
+// the columns agree with event_json. `go test` runs the seeds; `-fuzz
+// FuzzDecodeRecord` searches further.
+func FuzzDecodeRecord(f *testing.F) {
+	for _, i := range []int{0, 1, 2} {
+		data, err := json.Marshal(benchEvent(i))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Add([]byte(`{"event_id":"e","timestamp":"2025-01-01T00:00:00+05:30","task_category":"code","selected_model":"m","gpu_id":2}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := DecodeRecord(data)
+		if err != nil {
+			if !errors.Is(err, ErrBadEvent) {
+				t.Fatalf("error %v is not an ErrBadEvent", err)
+			}
+			return
+		}
+		var ev events.SelectionEvent
+		if err := json.Unmarshal(r.JSON, &ev); err != nil {
+			t.Fatalf("stored event_json %q does not decode: %v", r.JSON, err)
+		}
+		if _, err := ev.AppendJSON(nil); err != nil {
+			t.Fatalf("stored event_json %q decodes to an event that cannot be encoded: %v", r.JSON, err)
+		}
+		if ev.EventID != r.Event.EventID || ev.TaskCategory != r.Event.TaskCategory || ev.SelectedModel != r.Event.SelectedModel ||
+			!ev.Timestamp.Equal(r.Event.Timestamp) || ev.FinalScore != r.Event.FinalScore || (ev.GPUID == nil) != (r.Event.GPUID == nil) {
+			t.Fatalf("columns from %+v, event_json decodes to %+v", r.Event, ev)
+		}
+	})
 }

@@ -1,6 +1,7 @@
 package metricssink
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math"
@@ -157,8 +158,12 @@ func DecodeRecord(data []byte) (Record, error) {
 		return Record{}, fmt.Errorf("%w: not UTF-8 text", ErrBadEvent)
 	}
 	var ev events.SelectionEvent
-	if _, err := segjson.Parse(data, &ev, segjson.DontMatchCaseInsensitiveStructFields); err != nil {
+	rest, err := segjson.Parse(data, &ev, segjson.DontMatchCaseInsensitiveStructFields)
+	if err != nil {
 		return Record{}, fmt.Errorf("%w: %w", ErrBadEvent, err)
+	}
+	if rest = bytes.TrimSpace(rest); len(rest) > 0 {
+		return Record{}, fmt.Errorf("%w: %d bytes after the event object", ErrBadEvent, len(rest))
 	}
 	if err := validateEvent(&ev); err != nil {
 		return Record{}, err
