@@ -113,6 +113,7 @@ func FuzzDecodeRecord(f *testing.F) {
 		f.Add(data)
 	}
 	f.Add([]byte(`{"event_id":"e","timestamp":"2025-01-01T00:00:00+05:30","task_category":"code","selected_model":"m","gpu_id":2}`))
+	f.Add([]byte("{\"event_id\":\"e\",\"timestamp\":\"2025-01-01T00:00:00Z\",\"task_category\":\"code\",\"selected_model\":\"m\"}\v"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, err := DecodeRecord(data)
 		if err != nil {

@@ -162,7 +162,7 @@ func DecodeRecord(data []byte) (Record, error) {
 	if err != nil {
 		return Record{}, fmt.Errorf("%w: %w", ErrBadEvent, err)
 	}
-	if rest = bytes.TrimSpace(rest); len(rest) > 0 {
+	if rest = bytes.Trim(rest, " \t\r\n"); len(rest) > 0 { // JSON's whitespace
 		return Record{}, fmt.Errorf("%w: %d bytes after the event object", ErrBadEvent, len(rest))
 	}
 	if err := validateEvent(&ev); err != nil {
