@@ -27,7 +27,7 @@ const (
 )
 
 // testCtx bounds a test's calls to the stores and the bus.
-func testCtx(t *testing.T) context.Context {
+func testCtx(t testing.TB) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
@@ -38,12 +38,12 @@ func testCtx(t *testing.T) context.Context {
 // which OpenStore opens (again and again, for restart tests).
 type backend struct {
 	name string
-	url  func(t *testing.T) string
+	url  func(t testing.TB) string
 }
 
 func backends() []backend {
 	return []backend{
-		{name: "sqlite", url: func(t *testing.T) string {
+		{name: "sqlite", url: func(t testing.TB) string {
 			return "sqlite:" + filepath.Join(t.TempDir(), "selections.db")
 		}},
 		{name: "postgres", url: postgresURL},
@@ -52,7 +52,7 @@ func backends() []backend {
 
 // postgresURL returns the test server's URL with a search_path naming a new
 // schema, dropped when the test ends: each test gets its own selection_metrics.
-func postgresURL(t *testing.T) string {
+func postgresURL(t testing.TB) string {
 	t.Helper()
 	base := os.Getenv(envPostgresURL)
 	if base == "" {
@@ -99,7 +99,7 @@ func postgresURL(t *testing.T) string {
 }
 
 // openStore opens url and closes the store when the test ends.
-func openStore(t *testing.T, url string) Store {
+func openStore(t testing.TB, url string) Store {
 	t.Helper()
 	s, err := OpenStore(testCtx(t), url)
 	if err != nil {

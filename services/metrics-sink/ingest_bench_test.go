@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -33,15 +32,10 @@ func benchEvent(i int) events.SelectionEvent {
 }
 
 // BenchmarkIngest measures the sink's work per row, decoding the message
-// through committing its batch to SQLite: rows/s is what the sink can take.
+// through committing its batch, on each backend (PostgreSQL where
+// ORCH_TEST_POSTGRES_URL names one): rows/s is what one sink can take.
 func BenchmarkIngest(b *testing.B) {
 	const batch = DefaultBatchSize
-	ctx := context.Background()
-	st, err := OpenSQLite(ctx, filepath.Join(b.TempDir(), "bench.db"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer st.Close()
 	msgs := make([][]byte, 0, batch)
 	size := 0
 	for i := range batch {
@@ -52,24 +46,30 @@ func BenchmarkIngest(b *testing.B) {
 		msgs = append(msgs, data)
 		size += len(data)
 	}
-	b.SetBytes(int64(size / batch))
-	b.ResetTimer()
-	n := 0
-	recs := make([]Record, 0, batch)
-	for n < b.N {
-		recs = recs[:0]
-		for i := 0; i < batch && n < b.N; i++ {
-			r, err := DecodeRecord(msgs[i])
-			if err != nil {
-				b.Fatal(err)
+	for _, be := range backends() {
+		b.Run(be.name, func(b *testing.B) {
+			ctx := context.Background()
+			st := openStore(b, be.url(b))
+			b.SetBytes(int64(size / batch))
+			b.ResetTimer()
+			n := 0
+			recs := make([]Record, 0, batch)
+			for n < b.N {
+				recs = recs[:0]
+				for i := 0; i < batch && n < b.N; i++ {
+					r, err := DecodeRecord(msgs[i])
+					if err != nil {
+						b.Fatal(err)
+					}
+					r.Event.EventID = fmt.Sprintf("ev-%09d", n) // every row new
+					recs = append(recs, r)
+					n++
+				}
+				if _, err := st.Insert(ctx, recs); err != nil {
+					b.Fatal(err)
+				}
 			}
-			r.Event.EventID = fmt.Sprintf("ev-%09d", n) // every row new
-			recs = append(recs, r)
-			n++
-		}
-		if _, err := st.Insert(ctx, recs); err != nil {
-			b.Fatal(err)
-		}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+		})
 	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rows/s")
 }
