@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -112,6 +113,39 @@ func TestEventPublisherStoresEveryEventOnce(t *testing.T) {
 				t.Fatalf("stream holds %d events, want %d", got, n)
 			}
 		})
+	}
+}
+
+// Selector replicas each keep a batch open on the one stream: their events
+// interleave there, each replica's are all stored, and none is retried.
+func TestEventPublishersOfReplicasShareTheStream(t *testing.T) {
+	srv, nc := natstest.Start(t)
+	const replicas, n = 3, 2 * batchFlow
+	pubs := make([]*EventPublisher, replicas)
+	stops := make([]func(), replicas)
+	for r := range replicas {
+		pubs[r], stops[r] = startEventPublisher(t, natstest.Connect(t, srv), true, 5)
+	}
+	var wg sync.WaitGroup
+	for r, p := range pubs {
+		wg.Go(func() {
+			for i := range n {
+				if !p.Publish(testEvent(fmt.Sprintf("r%d-ev-%d", r, i))) {
+					t.Errorf("replica %d: event %d dropped", r, i)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for r, stop := range stops {
+		stop()
+		if st := pubs[r].Stats(); st.Published != n || st.Failed != 0 || st.Retried != 0 || !st.Batched {
+			t.Errorf("replica %d: stats %+v, want %d published in batches, none retried", r, st, n)
+		}
+	}
+	if got := storedEvents(t, nc); got != replicas*n {
+		t.Fatalf("stream holds %d events, want %d", got, replicas*n)
 	}
 }
 
