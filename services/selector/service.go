@@ -510,9 +510,8 @@ func (s *Service) answer(req micro.Request, start time.Time) labels {
 
 // decodeRequest parses a request as encoding/json would, unknown fields
 // refused, and refuses text after the object (JSON's four whitespace bytes
-// excepted). segmentio's decoder does it in
-// a third of the time (BenchmarkAnswer); FuzzDecodeRequest holds it to
-// encoding/json's answers.
+// excepted). segmentio's decoder saves 1.3 us and 7 allocations a request
+// (BenchmarkAnswer); FuzzDecodeRequest holds it to encoding/json's answers.
 func decodeRequest(data []byte) (selection.Request, error) {
 	var r selection.Request
 	rest, err := segjson.Parse(data, &r, segjson.DisallowUnknownFields)
