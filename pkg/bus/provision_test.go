@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -224,7 +225,8 @@ func TestProvisionKeepsExistingReplicas(t *testing.T) {
 	js := natstest.JetStream(t, nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := bus.Provision(ctx, js, bus.WithReplicas(3)); err != nil {
+	// Async event persist does not apply to replicated streams.
+	if err := bus.Provision(ctx, js, bus.WithReplicas(3), bus.WithAsyncEventPersist()); err != nil {
 		t.Fatal(err)
 	}
 	if err := bus.Provision(ctx, js); err != nil {
@@ -238,28 +240,86 @@ func TestProvisionKeepsExistingReplicas(t *testing.T) {
 		if r := st.CachedInfo().Config.Replicas; r != 3 {
 			t.Errorf("%s has %d replicas after a default Provision, want 3", name, r)
 		}
+		if m := st.CachedInfo().Config.PersistMode; m != jetstream.DefaultPersistMode {
+			t.Errorf("%s persist mode %v on 3 replicas, want default", name, m)
+		}
+	}
+
+	// A stream made async on one replica cannot be scaled: the error says why.
+	if err := js.DeleteStream(ctx, bus.SelectionStream); err != nil {
+		t.Fatal(err)
+	}
+	if err := bus.Provision(ctx, js, bus.WithReplicas(1), bus.WithAsyncEventPersist()); err != nil {
+		t.Fatal(err)
+	}
+	err := bus.Provision(ctx, js, bus.WithReplicas(3))
+	if !errors.Is(err, bus.ErrProvision) || !strings.Contains(err.Error(), "async persist") {
+		t.Fatalf("scaling an async stream: err = %v, want ErrProvision naming async persist", err)
 	}
 }
 
-// A stream's persist mode cannot change: one made in async mode (by hand,
-// with the nats CLI) keeps it, and Provision still updates the rest.
+// A stream's persist mode cannot change: one made in async mode by hand
+// (with the nats CLI) keeps it, and Provision still updates the rest.
 func TestProvisionKeepsPersistMode(t *testing.T) {
 	js := jetStream(t, startServer(t))
 	ctx := testCtx(t)
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
-		Name: bus.SelectionStream, Subjects: []string{bus.SelectionEventWildcard}, Storage: jetstream.FileStorage,
+		Name: bus.TelemetryStream, Subjects: []string{bus.TelemetryStreamSubjects}, Storage: jetstream.FileStorage,
 		PersistMode: jetstream.AsyncPersistMode,
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if err := bus.Provision(ctx, js, bus.WithSelectionMaxAge(time.Hour)); err != nil {
+	if err := bus.Provision(ctx, js); err != nil {
 		t.Fatal(err)
 	}
-	st, err := js.Stream(ctx, bus.SelectionStream)
+	st, err := js.Stream(ctx, bus.TelemetryStream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg := st.CachedInfo().Config; cfg.PersistMode != jetstream.AsyncPersistMode || cfg.MaxAge != time.Hour {
-		t.Fatalf("persist mode %v, max age %s; want async kept and 1h applied", cfg.PersistMode, cfg.MaxAge)
+	if cfg := st.CachedInfo().Config; cfg.PersistMode != jetstream.AsyncPersistMode || cfg.MaxMsgsPerSubject != bus.TelemetryHistory {
+		t.Fatalf("persist mode %v, history %d; want async kept and %d applied", cfg.PersistMode, cfg.MaxMsgsPerSubject, bus.TelemetryHistory)
+	}
+}
+
+// Async event persist applies to a new selection stream only, and what a
+// stream was made with stays: NATS cannot change it.
+func TestProvisionEventPersistMode(t *testing.T) {
+	async := []bus.ProvisionOption{bus.WithAsyncEventPersist()}
+	tests := []struct {
+		name        string
+		first, then []bus.ProvisionOption
+		want        jetstream.PersistModeType
+	}{
+		{name: "default", want: jetstream.DefaultPersistMode},
+		{name: "async on a new stream", first: async, want: jetstream.AsyncPersistMode},
+		{name: "an async stream stays async", first: async, then: []bus.ProvisionOption{}, want: jetstream.AsyncPersistMode},
+		{name: "a default stream stays default", then: async, want: jetstream.DefaultPersistMode},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			js := jetStream(t, startServer(t))
+			ctx := testCtx(t)
+			if err := bus.Provision(ctx, js, tc.first...); err != nil {
+				t.Fatal(err)
+			}
+			if tc.then != nil {
+				if err := bus.Provision(ctx, js, tc.then...); err != nil {
+					t.Fatalf("second Provision: %v", err)
+				}
+			}
+			for _, name := range []string{bus.SelectionStream, bus.TelemetryStream} {
+				st, err := js.Stream(ctx, name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := jetstream.DefaultPersistMode
+				if name == bus.SelectionStream {
+					want = tc.want
+				}
+				if m := st.CachedInfo().Config.PersistMode; m != want {
+					t.Errorf("%s persist mode %v, want %v", name, m, want)
+				}
+			}
+		})
 	}
 }

@@ -16,19 +16,23 @@ const benchEventBytes = 2800
 
 // BenchmarkEventPublisher is the decision event path alone: events through
 // an EventPublisher into a file stream with the decision stream's dedup
-// window, on an embedded server in this process, in both modes. cpu-us/event
-// is the whole process (publisher, client and server) per stored event.
+// window, on an embedded server in this process: in batches into a stream
+// that writes each event before acknowledging it, the same into one in async
+// persist mode (serve's embedded server), and one acknowledged publish per
+// event. cpu-us/event is the whole process (publisher, client and server)
+// per stored event.
 func BenchmarkEventPublisher(b *testing.B) {
 	for _, mode := range []struct {
-		name       string
-		allowBatch bool
+		name   string
+		stream eventStream
 	}{
-		{"batched", true},
-		{"per-message", false},
+		{"batched", batchedStream},
+		{"batched-async-persist", asyncStream},
+		{"per-message", unbatchedStream},
 	} {
 		b.Run(mode.name, func(b *testing.B) {
 			_, nc := natstest.Start(b)
-			p, stop := startEventPublisher(b, nc, mode.allowBatch, 5)
+			p, stop := startEventPublisher(b, nc, mode.stream, 5)
 			data := bytes.Repeat([]byte("x"), benchEventBytes)
 			cpu0, start := processCPU(), time.Now()
 			b.ResetTimer()

@@ -22,16 +22,31 @@ import (
 
 const testEventStream = "TEST_EVENTS"
 
-// startEventPublisher creates testEventStream (taking batches or not) and
-// runs a publisher into it until the test stops it with the returned
-// function, which waits for the last acknowledgement.
-func startEventPublisher(t testing.TB, nc *nats.Conn, allowBatch bool, retries int, setup ...func(*EventPublisher)) (*EventPublisher, func()) {
+// eventStream is how a test makes testEventStream.
+type eventStream struct {
+	name       string
+	allowBatch bool
+	persist    jetstream.PersistModeType
+}
+
+var (
+	batchedStream = eventStream{"fast-ingest batches", true, jetstream.DefaultPersistMode}
+	// asyncStream is the decision stream of serve's embedded server
+	// (bus.WithAsyncEventPersist).
+	asyncStream     = eventStream{"fast-ingest batches, async persist", true, jetstream.AsyncPersistMode}
+	unbatchedStream = eventStream{"one acknowledged publish per event (stream without batches)", false, jetstream.DefaultPersistMode}
+)
+
+// startEventPublisher creates testEventStream as es says and runs a
+// publisher into it until the test stops it with the returned function,
+// which waits for the last acknowledgement.
+func startEventPublisher(t testing.TB, nc *nats.Conn, es eventStream, retries int, setup ...func(*EventPublisher)) (*EventPublisher, func()) {
 	t.Helper()
 	ctx := context.Background()
 	admin := natstest.JetStream(t, nc)
 	if _, err := admin.CreateStream(ctx, jetstream.StreamConfig{
 		Name: testEventStream, Subjects: []string{"test.events.>"}, Storage: jetstream.FileStorage,
-		Duplicates: bus.SelectionDedupWindow, AllowBatchPublish: allowBatch,
+		Duplicates: bus.SelectionDedupWindow, AllowBatchPublish: es.allowBatch, PersistMode: es.persist,
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +64,7 @@ func startEventPublisher(t testing.TB, nc *nats.Conn, allowBatch bool, retries i
 		p.Wait()
 	}()
 	// Run decides its mode first: in batch mode, publish only once it has.
-	eventually(t, "the publisher to start", func() bool { return p.Stats().Batched == allowBatch })
+	eventually(t, "the publisher to start", func() bool { return p.Stats().Batched == es.allowBatch })
 	stopped := false
 	shutdown := func() {
 		if !stopped {
@@ -85,16 +100,10 @@ func storedEvents(t testing.TB, nc *nats.Conn) uint64 {
 // of them, and some sent twice (a retry of an event that had landed), which
 // the stream drops by Nats-Msg-Id.
 func TestEventPublisherStoresEveryEventOnce(t *testing.T) {
-	for _, tt := range []struct {
-		name       string
-		allowBatch bool
-	}{
-		{"fast-ingest batches", true},
-		{"one acknowledged publish per event (stream without batches)", false},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
+	for _, es := range []eventStream{batchedStream, asyncStream, unbatchedStream} {
+		t.Run(es.name, func(t *testing.T) {
 			_, nc := natstest.Start(t)
-			p, stop := startEventPublisher(t, nc, tt.allowBatch, 5)
+			p, stop := startEventPublisher(t, nc, es, 5)
 			const n, again = 3 * batchFlow, 50
 			for i := range n {
 				if !p.Publish(testEvent("ev-" + strconv.Itoa(i))) {
@@ -106,8 +115,8 @@ func TestEventPublisherStoresEveryEventOnce(t *testing.T) {
 			}
 			stop()
 			st := p.Stats()
-			if st.Published != n+again || st.Failed != 0 || st.Dropped != 0 || st.Retried != 0 || st.Buffered != 0 || st.Batched != tt.allowBatch {
-				t.Fatalf("stats %+v, want %d published, batched %v", st, n+again, tt.allowBatch)
+			if st.Published != n+again || st.Failed != 0 || st.Dropped != 0 || st.Retried != 0 || st.Buffered != 0 || st.Batched != es.allowBatch {
+				t.Fatalf("stats %+v, want %d published, batched %v", st, n+again, es.allowBatch)
 			}
 			if got := storedEvents(t, nc); got != n {
 				t.Fatalf("stream holds %d events, want %d", got, n)
@@ -124,7 +133,7 @@ func TestEventPublishersOfReplicasShareTheStream(t *testing.T) {
 	pubs := make([]*EventPublisher, replicas)
 	stops := make([]func(), replicas)
 	for r := range replicas {
-		pubs[r], stops[r] = startEventPublisher(t, natstest.Connect(t, srv), true, 5)
+		pubs[r], stops[r] = startEventPublisher(t, natstest.Connect(t, srv), batchedStream, 5)
 	}
 	var wg sync.WaitGroup
 	for r, p := range pubs {
@@ -150,54 +159,60 @@ func TestEventPublishersOfReplicasShareTheStream(t *testing.T) {
 }
 
 // A server restart loses the open batch: the events it had not
-// acknowledged are sent again, and each is stored once.
+// acknowledged are sent again, and each is stored once, whether the stream
+// writes each event before acknowledging it or after (async persist, whose
+// pending writes a shutdown completes).
 func TestEventPublisherResendsABrokenBatch(t *testing.T) {
-	dir := t.TempDir()
-	start := func(port int) *server.Server {
-		s, err := bus.StartEmbedded(bus.EmbeddedConfig{Host: "127.0.0.1", Port: port, DataDir: dir})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	srv := start(-1)
-	u, err := url.Parse(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	port, _ := strconv.Atoi(u.Port())
-	t.Cleanup(func() {
-		srv.Shutdown()
-		srv.WaitForShutdown()
-	})
-	nc, err := nats.Connect(srv.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	p, stop := startEventPublisher(t, nc, true, 5)
+	for _, es := range []eventStream{batchedStream, asyncStream} {
+		t.Run(es.name, func(t *testing.T) {
+			dir := t.TempDir()
+			start := func(port int) *server.Server {
+				s, err := bus.StartEmbedded(bus.EmbeddedConfig{Host: "127.0.0.1", Port: port, DataDir: dir})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return s
+			}
+			srv := start(-1)
+			u, err := url.Parse(srv.ClientURL())
+			if err != nil {
+				t.Fatal(err)
+			}
+			port, _ := strconv.Atoi(u.Port())
+			t.Cleanup(func() {
+				srv.Shutdown()
+				srv.WaitForShutdown()
+			})
+			nc, err := nats.Connect(srv.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(20*time.Millisecond))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(nc.Close)
+			p, stop := startEventPublisher(t, nc, es, 5)
 
-	const n = 400
-	for i := range n / 2 {
-		p.Publish(testEvent(fmt.Sprintf("before-%d", i)))
-	}
-	eventually(t, "the first events stored", func() bool { return storedEvents(t, nc) == n/2 })
-	srv.Shutdown()
-	srv.WaitForShutdown()
-	srv = start(port)
-	for i := range n / 2 {
-		p.Publish(testEvent(fmt.Sprintf("after-%d", i)))
-	}
-	stop()
-	st := p.Stats()
-	if st.Published != n || st.Failed != 0 || st.Dropped != 0 {
-		t.Fatalf("stats %+v, want %d published, none failed", st, n)
-	}
-	// Whether a batch was open at the restart (and its events retried)
-	// depends on timing: the idle commit may have closed it just before.
-	t.Logf("%d events retried", st.Retried)
-	if got := storedEvents(t, nc); got != n {
-		t.Fatalf("stream holds %d events, want %d", got, n)
+			const n = 400
+			for i := range n / 2 {
+				p.Publish(testEvent(fmt.Sprintf("before-%d", i)))
+			}
+			eventually(t, "the first events stored", func() bool { return storedEvents(t, nc) == n/2 })
+			srv.Shutdown()
+			srv.WaitForShutdown()
+			srv = start(port)
+			for i := range n / 2 {
+				p.Publish(testEvent(fmt.Sprintf("after-%d", i)))
+			}
+			stop()
+			st := p.Stats()
+			if st.Published != n || st.Failed != 0 || st.Dropped != 0 {
+				t.Fatalf("stats %+v, want %d published, none failed", st, n)
+			}
+			// Whether a batch was open at the restart (and its events retried)
+			// depends on timing: the idle commit may have closed it just before.
+			t.Logf("%d events retried", st.Retried)
+			if got := storedEvents(t, nc); got != n {
+				t.Fatalf("stream holds %d events, want %d", got, n)
+			}
+		})
 	}
 }
 
@@ -205,7 +220,7 @@ func TestEventPublisherResendsABrokenBatch(t *testing.T) {
 // the publisher still stops.
 func TestEventPublisherCountsEventsItGivesUp(t *testing.T) {
 	_, nc := natstest.Start(t)
-	p, stop := startEventPublisher(t, nc, true, 1)
+	p, stop := startEventPublisher(t, nc, batchedStream, 1)
 	if err := natstest.JetStream(t, nc).DeleteStream(context.Background(), testEventStream); err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +239,7 @@ func TestEventPublisherCountsEventsItGivesUp(t *testing.T) {
 // so the events are confirmed as they go.
 func TestEventPublisherConfirmsATrickle(t *testing.T) {
 	_, nc := natstest.Start(t)
-	p, stop := startEventPublisher(t, nc, true, 5)
+	p, stop := startEventPublisher(t, nc, batchedStream, 5)
 	const every = 20 * time.Millisecond
 	trickle := 3 * batchMaxWait
 	i := 0
@@ -278,7 +293,7 @@ func (b *cutBatch) IsClosed() bool { return false }
 func TestEventPublisherResendsWhatACutBatchLost(t *testing.T) {
 	_, nc := natstest.Start(t)
 	const sent, taken = 10, 4
-	p, stop := startEventPublisher(t, nc, true, 5, func(p *EventPublisher) {
+	p, stop := startEventPublisher(t, nc, batchedStream, 5, func(p *EventPublisher) {
 		p.openBatch = func() (jetstreamext.FastPublisher, error) { return &cutBatch{takes: taken}, nil }
 	})
 	for i := range sent {

@@ -54,12 +54,15 @@ type options struct {
 	inflight       []int
 	gpus           int
 	reservationTTL time.Duration
-	cpuProfile     string
-	mutexProfile   string
-	heapProfile    string
-	sinkProfile    string
-	sinkDatabase   string
-	sinks          int
+	// eventPersist is the decision stream's persist mode: async, as serve's
+	// embedded server makes it, or default (one write per event).
+	eventPersist string
+	cpuProfile   string
+	mutexProfile string
+	heapProfile  string
+	sinkProfile  string
+	sinkDatabase string
+	sinks        int
 }
 
 // sinkOnPostgres tells that -sink-database names PostgreSQL (as
@@ -81,7 +84,12 @@ func main() {
 	flag.StringVar(&o.sinkDatabase, "sink-database", "", "the sink's database URL (postgres://...); default a SQLite file in the run's temporary directory")
 	flag.IntVar(&o.sinks, "sinks", 1, "metrics-sink instances sharing the durable consumer (more than one needs PostgreSQL: SQLite has one writer)")
 	flag.DurationVar(&o.reservationTTL, "reservation-ttl", 0, "GPU memory reservation TTL; 0 keeps the simulated fleet from filling up, so every request is a full gpu_aware selection")
+	flag.StringVar(&o.eventPersist, "event-persist", "async", "decision stream persist mode: async (as serve's embedded server makes it) or default (one file write per event, as a separate NATS server)")
 	flag.Parse()
+	if o.eventPersist != "async" && o.eventPersist != "default" {
+		fmt.Fprintf(os.Stderr, "bench-selection: -event-persist %q: want async or default\n", o.eventPersist)
+		os.Exit(2)
+	}
 	for _, f := range strings.Split(levels, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n < 1 {
@@ -158,7 +166,11 @@ func start(ctx context.Context, o options, dir string) (*system, error) {
 	if err != nil {
 		return fail(err)
 	}
-	if err := bus.Provision(ctx, js); err != nil {
+	var provision []bus.ProvisionOption
+	if o.eventPersist == "async" {
+		provision = append(provision, bus.WithAsyncEventPersist())
+	}
+	if err := bus.Provision(ctx, js, provision...); err != nil {
 		return fail(err)
 	}
 
@@ -407,7 +419,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	wr.settle()
 	settleSelector(sys.selector)
 
-	fmt.Fprintf(out, "GPUs: %d simulated; each level runs %s; decision events on; reservation TTL %s\n", o.gpus, o.duration, o.reservationTTL)
+	fmt.Fprintf(out, "GPUs: %d simulated; each level runs %s; decision events on, stream persist mode %s; reservation TTL %s\n", o.gpus, o.duration, o.eventPersist, o.reservationTTL)
 	fmt.Fprint(out, "wire: a responder that sends a recorded selection reply and publishes a recorded decision event (same sizes, same way), without selecting\n\n")
 	fmt.Fprintln(out, "| in flight | echo req/s | echo p50 | echo p99 | wire req/s | select req/s | select p50 | select p99 | select/echo | select/wire | select errors | events dropped |")
 	fmt.Fprintln(out, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -538,6 +550,7 @@ func startWire(ctx context.Context, url string, client *nats.Conn) (*wire, error
 	}
 	if _, err := adminJS.CreateStream(ctx, jetstream.StreamConfig{
 		Name: wireStream, Subjects: []string{wireStream + ".>"}, Storage: jetstream.FileStorage, Duplicates: bus.SelectionDedupWindow, AllowBatchPublish: true,
+		PersistMode: sel.CachedInfo().Config.PersistMode,
 	}); err != nil {
 		return nil, err
 	}

@@ -299,7 +299,11 @@ func (s *System) start(ctx context.Context) error {
 		return fmt.Errorf("%w: jetstream: %w", ErrStart, err)
 	}
 	if cfg.Provision {
-		if err := bus.Provision(ctx, js); err != nil {
+		var opts []bus.ProvisionOption
+		if cfg.Embedded && cfg.runs(Selector) { // the server shares this process with the selector
+			opts = append(opts, bus.WithAsyncEventPersist())
+		}
+		if err := bus.Provision(ctx, js, opts...); err != nil {
 			return fmt.Errorf("%w (an account that may not create streams needs an admin to run `orchestrator provision`, then serve with --provision=false)", err)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/nlocalmodels/orchestrator/pkg/bus"
@@ -158,6 +159,19 @@ func TestServe(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
+	// The embedded server shares the selector's process: its decision stream
+	// is written in batches (bus.WithAsyncEventPersist).
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, err := js.Stream(testCtx(t), bus.SelectionStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := events.CachedInfo().Config.PersistMode; m != jetstream.AsyncPersistMode {
+		t.Fatalf("%s persist mode %v, want async on the embedded server", bus.SelectionStream, m)
+	}
 	rep, err := client.New(nc).Select(testCtx(t), selection.Request{RequestID: "serve-1", TaskCategory: "code"})
 	if err != nil {
 		t.Fatal(err)
@@ -272,6 +286,30 @@ func TestDataDirInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	start(t, second) // the lock went with the first
+}
+
+// Without a selector in this process, selectors elsewhere count an
+// acknowledged event as stored: the embedded server keeps one write per event.
+func TestEmbeddedWithoutSelectorKeepsEventWrites(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Services = []string{Registry, Sink}
+	sys := start(t, cfg)
+	nc, err := connect(t, sys.Info().NATSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, err := js.Stream(testCtx(t), bus.SelectionStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := events.CachedInfo().Config.PersistMode; m != jetstream.DefaultPersistMode {
+		t.Fatalf("%s persist mode %v, want default without a selector in the process", bus.SelectionStream, m)
+	}
 }
 
 // TestJoinWithSomeServices joins an existing NATS and runs only the
