@@ -161,15 +161,7 @@ func TestServe(t *testing.T) {
 	defer nc.Close()
 	// The embedded server shares the selector's process: its decision stream
 	// is written in batches (bus.WithAsyncEventPersist).
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	events, err := js.Stream(testCtx(t), bus.SelectionStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m := events.CachedInfo().Config.PersistMode; m != jetstream.AsyncPersistMode {
+	if m := eventPersistMode(t, nc); m != jetstream.AsyncPersistMode {
 		t.Fatalf("%s persist mode %v, want async on the embedded server", bus.SelectionStream, m)
 	}
 	rep, err := client.New(nc).Select(testCtx(t), selection.Request{RequestID: "serve-1", TaskCategory: "code"})
@@ -299,6 +291,14 @@ func TestEmbeddedWithoutSelectorKeepsEventWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
+	if m := eventPersistMode(t, nc); m != jetstream.DefaultPersistMode {
+		t.Fatalf("%s persist mode %v, want default without a selector in the process", bus.SelectionStream, m)
+	}
+}
+
+// eventPersistMode is the persist mode of the decision stream nc reaches.
+func eventPersistMode(t *testing.T, nc *nats.Conn) jetstream.PersistModeType {
+	t.Helper()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -307,9 +307,7 @@ func TestEmbeddedWithoutSelectorKeepsEventWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m := events.CachedInfo().Config.PersistMode; m != jetstream.DefaultPersistMode {
-		t.Fatalf("%s persist mode %v, want default without a selector in the process", bus.SelectionStream, m)
-	}
+	return events.CachedInfo().Config.PersistMode
 }
 
 // TestJoinWithSomeServices joins an existing NATS and runs only the
