@@ -347,9 +347,9 @@ func (s *Service) fetchBatches(ctx context.Context, cons func() jetstream.Consum
 const decodeChunk = 128
 
 // decode turns fetched messages into records, on up to GOMAXPROCS
-// goroutines: decoding an event costs half of what the writer spends on
-// its row (BenchmarkIngest's profile). Poison messages are terminated and
-// counted; they never hold the batch up.
+// goroutines: decoding and encoding event_json cost about what the writer
+// spends on a row. Poison messages are terminated and counted; they never
+// hold the batch up.
 func (s *Service) decode(msgs []jetstream.Msg) fetched {
 	if len(msgs) == 0 {
 		return fetched{}
