@@ -487,29 +487,32 @@ func run(ctx context.Context, o options, out io.Writer) error {
 			return err
 		}
 	}
-	sinkTotals := func() (stored, inserted, lag uint64) {
+	// sinkTotals sums the sinks' counters; a poison message or a store error
+	// (the sinks log nowhere here) ends the wait and fails the run.
+	sinkTotals := func() (stored, inserted, lag, faults uint64) {
 		for _, sink := range sinks {
 			sk := sink.Stats()
 			stored += sk.Inserted + sk.Duplicates
 			inserted += sk.Inserted
 			lag = max(lag, sk.ConsumerLag)
+			faults += sk.Poison + sk.StoreErrors
 		}
-		return stored, inserted, lag
+		return stored, inserted, lag, faults
 	}
 	drainStart := time.Now()
 	deadline := drainStart.Add(120 * time.Second)
 	var maxLag uint64
 	for time.Now().Before(deadline) {
-		n, _, lag := sinkTotals()
+		n, _, lag, faults := sinkTotals()
 		maxLag = max(maxLag, lag)
-		if n >= st.EventsPublished {
+		if n >= st.EventsPublished || faults > 0 {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	drain := time.Since(drainStart)
 	pprof.StopCPUProfile()
-	n, inserted, lag := sinkTotals()
+	n, inserted, lag, faults := sinkTotals()
 	ingest := float64(inserted) / drain.Seconds()
 	store := "SQLite"
 	if o.sinkOnPostgres() {
@@ -519,6 +522,9 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	fmt.Fprintf(out, "selector: %d selections, %d events published, %d dropped, %d failed\n", st.Selections, st.EventsPublished, st.EventsDropped, st.EventsFailed)
 	fmt.Fprintf(out, "metrics-sink (%d): drained a backlog of %d events into %s in %s: %.0f rows/s ingest (%.1fx the selector's best %.0f selections/s); largest consumer lag seen %d, lag at the end %d\n",
 		o.sinks, inserted, store, drain.Round(time.Millisecond), ingest, ingest/best, best, maxLag, lag)
+	if faults > 0 {
+		return fmt.Errorf("the sinks met %d poison messages or store errors (stored %d of %d events)", faults, n, st.EventsPublished)
+	}
 	if n < st.EventsPublished {
 		return fmt.Errorf("the sinks stored %d of %d events in %s", n, st.EventsPublished, drain)
 	}
