@@ -55,12 +55,14 @@ func WithSelectionMaxAge(d time.Duration) ProvisionOption {
 }
 
 // WithAsyncEventPersist creates a new SelectionStream in NATS's async
-// persist mode: the server acknowledges an event before its file write
-// (at most 8 ms later) and writes many events at once, not each on its own.
-// Meant for a server in the same process as the selectors (serve's embedded
-// one): a crash there already loses what the selectors hold unacknowledged
-// (a batch is committed within half a second), and this adds at most the
-// last 8 ms of acknowledged events. With
+// persist mode: the server acknowledges an event before its file write and
+// writes many events at once, not each on its own; the write follows within
+// about 15 ms (NATS's flush loop). Meant for a server in the same process as
+// the selectors (serve's embedded one): a crash there already loses what the
+// selectors hold unacknowledged (a batch is committed within half a second),
+// and this adds at most those last milliseconds of acknowledged events. A
+// failed write (a full disk) also loses them without an error to the
+// publisher; the events after it are refused and counted as failed. With
 // batches it takes a fifth off the event path's CPU (BenchmarkEventPublisher)
 // and the stream's loop no longer waits on a write per event. An existing
 // stream keeps its mode (NATS cannot change it), and a replicated stream has
