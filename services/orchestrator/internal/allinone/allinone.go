@@ -300,11 +300,15 @@ func (s *System) start(ctx context.Context) error {
 	}
 	if cfg.Provision {
 		var opts []bus.ProvisionOption
-		if cfg.Embedded && cfg.runs(Selector) { // the server shares this process with the selector
+		asyncEvents := cfg.Embedded && cfg.runs(Selector) // the server shares this process with the selector
+		if asyncEvents {
 			opts = append(opts, bus.WithAsyncEventPersist())
 		}
 		if err := bus.Provision(ctx, js, opts...); err != nil {
 			return fmt.Errorf("%w (an account that may not create streams needs an admin to run `orchestrator provision`, then serve with --provision=false)", err)
+		}
+		if asyncEvents {
+			s.noteEventPersist(ctx, js)
 		}
 	}
 
@@ -690,5 +694,19 @@ func (s *System) waitSinkDrained(ctx context.Context, u *unit) error {
 			return fmt.Errorf("%w: the sink had not stored every event in time (%v)", ErrShutdown, err)
 		case <-tick.C:
 		}
+	}
+}
+
+// noteEventPersist logs when the decision stream, made before serve made it
+// in async persist mode, keeps writing each event on its own.
+func (s *System) noteEventPersist(ctx context.Context, js jetstream.JetStream) {
+	st, err := js.Stream(ctx, bus.SelectionStream)
+	if err != nil {
+		s.log.Warn().Err(err).Str("stream", bus.SelectionStream).Msg("cannot read the decision stream's persist mode")
+		return
+	}
+	if mode := st.CachedInfo().Config.PersistMode; mode != jetstream.AsyncPersistMode {
+		s.log.Info().Str("stream", bus.SelectionStream).Str("persist_mode", mode.String()).
+			Msg("the decision stream writes each event on its own: it was made before serve made it in async persist mode, and NATS cannot change a stream's mode")
 	}
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/nlocalmodels/orchestrator/pkg/bus"
 	"github.com/nlocalmodels/orchestrator/pkg/client"
+	"github.com/nlocalmodels/orchestrator/pkg/logging/logtest"
 	"github.com/nlocalmodels/orchestrator/pkg/natstest"
 	"github.com/nlocalmodels/orchestrator/pkg/selection"
 	gputelemetry "github.com/nlocalmodels/orchestrator/services/gpu-telemetry"
@@ -293,6 +294,31 @@ func TestEmbeddedWithoutSelectorKeepsEventWrites(t *testing.T) {
 	defer nc.Close()
 	if m := eventPersistMode(t, nc); m != jetstream.DefaultPersistMode {
 		t.Fatalf("%s persist mode %v, want default without a selector in the process", bus.SelectionStream, m)
+	}
+	nc.Close()
+	if err := sys.Shutdown(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+
+	// Serve with a selector on the same data: the stream keeps its mode,
+	// and the log says so.
+	logs := &logtest.Buffer{}
+	cfg.Services = AllServices
+	sys, err = Start(testCtx(t), cfg, func(string) zerolog.Logger { return zerolog.New(logs) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sys.Shutdown(testCtx(t)) })
+	nc, err = connect(t, sys.Info().NATSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if m := eventPersistMode(t, nc); m != jetstream.DefaultPersistMode {
+		t.Fatalf("%s persist mode %v after serve with a selector, want the default it was made with", bus.SelectionStream, m)
+	}
+	if !strings.Contains(logs.String(), "the decision stream writes each event on its own") {
+		t.Fatalf("no log line about the kept persist mode in:\n%s", logs.String())
 	}
 }
 
