@@ -51,15 +51,9 @@ func (p *EventPublisher) publishBatches(ctx context.Context, stop <-chan struct{
 				b.commit(ctx)
 			}
 		case <-stop:
-			for {
-				select {
-				case msg := <-p.queue:
-					b.add(ctx, msg)
-				default:
-					b.commit(ctx)
-					return
-				}
-			}
+			p.drainQueue(func(msg *nats.Msg) { b.add(ctx, msg) })
+			b.commit(ctx)
+			return
 		}
 	}
 }

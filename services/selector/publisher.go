@@ -215,14 +215,21 @@ func (p *EventPublisher) publishAll(ctx context.Context, stop <-chan struct{}) {
 		case msg := <-p.queue:
 			p.publish(ctx, msg)
 		case <-stop:
-			for {
-				select {
-				case msg := <-p.queue:
-					p.publish(ctx, msg)
-				default:
-					return
-				}
-			}
+			p.drainQueue(func(msg *nats.Msg) { p.publish(ctx, msg) })
+			return
+		}
+	}
+}
+
+// drainQueue hands each event still buffered to send, without waiting for
+// more: what Run does once stop is closed.
+func (p *EventPublisher) drainQueue(send func(*nats.Msg)) {
+	for {
+		select {
+		case msg := <-p.queue:
+			send(msg)
+		default:
+			return
 		}
 	}
 }
