@@ -31,14 +31,11 @@ func benchEvent(i int) events.SelectionEvent {
 	return ev
 }
 
-// BenchmarkIngest measures the sink's work per row, decoding the message
-// through committing its batch, on each backend (PostgreSQL where
-// ORCH_TEST_POSTGRES_URL names one): rows/s is what one sink can take.
-func BenchmarkIngest(b *testing.B) {
-	const batch = DefaultBatchSize
-	msgs := make([][]byte, 0, batch)
+// benchMessages is a batch of DefaultBatchSize event messages and their mean size.
+func benchMessages(b *testing.B) ([][]byte, int) {
+	msgs := make([][]byte, 0, DefaultBatchSize)
 	size := 0
-	for i := range batch {
+	for i := range DefaultBatchSize {
 		data, err := json.Marshal(benchEvent(i))
 		if err != nil {
 			b.Fatal(err)
@@ -46,17 +43,26 @@ func BenchmarkIngest(b *testing.B) {
 		msgs = append(msgs, data)
 		size += len(data)
 	}
+	return msgs, size / DefaultBatchSize
+}
+
+// BenchmarkIngest measures the sink's work per row, decoding the message
+// through committing its batch, on each backend (PostgreSQL where
+// ORCH_TEST_POSTGRES_URL names one): rows/s is what one sink can take on
+// one core.
+func BenchmarkIngest(b *testing.B) {
+	msgs, size := benchMessages(b)
 	for _, be := range backends() {
 		b.Run(be.name, func(b *testing.B) {
 			ctx := context.Background()
 			st := openStore(b, be.url(b))
-			b.SetBytes(int64(size / batch))
+			b.SetBytes(int64(size))
 			b.ResetTimer()
 			n := 0
-			recs := make([]Record, 0, batch)
+			recs := make([]Record, 0, len(msgs))
 			for n < b.N {
 				recs = recs[:0]
-				for i := 0; i < batch && n < b.N; i++ {
+				for i := 0; i < len(msgs) && n < b.N; i++ {
 					r, err := DecodeRecord(msgs[i])
 					if err != nil {
 						b.Fatal(err)
@@ -65,6 +71,45 @@ func BenchmarkIngest(b *testing.B) {
 					recs = append(recs, r)
 					n++
 				}
+				if _, err := st.Insert(ctx, recs); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+		})
+	}
+}
+
+// BenchmarkInsert measures the store's Insert alone: the one writer's work
+// per row, which bounds a sink whose decoding runs on the other cores.
+func BenchmarkInsert(b *testing.B) {
+	msgs, size := benchMessages(b)
+	decoded := make([]Record, len(msgs))
+	for i, m := range msgs {
+		r, err := DecodeRecord(m)
+		if err != nil {
+			b.Fatal(err)
+		}
+		decoded[i] = r
+	}
+	for _, be := range backends() {
+		b.Run(be.name, func(b *testing.B) {
+			ctx := context.Background()
+			st := openStore(b, be.url(b))
+			b.SetBytes(int64(size))
+			b.ResetTimer()
+			n := 0
+			recs := make([]Record, 0, len(decoded))
+			for n < b.N {
+				b.StopTimer()
+				recs = recs[:0]
+				for i := 0; i < len(decoded) && n < b.N; i++ {
+					r := decoded[i]
+					r.Event.EventID = fmt.Sprintf("ev-%09d", n) // every row new
+					recs = append(recs, r)
+					n++
+				}
+				b.StartTimer()
 				if _, err := st.Insert(ctx, recs); err != nil {
 					b.Fatal(err)
 				}

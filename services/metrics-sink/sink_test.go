@@ -445,7 +445,7 @@ func TestSinkConsumerConfig(t *testing.T) {
 	}
 	c := info.Config
 	if c.Durable != bus.SinkConsumer || c.AckPolicy != jetstream.AckExplicitPolicy ||
-		c.AckWait != cfg.AckWait || c.MaxAckPending < 4*cfg.BatchSize || c.DeliverPolicy != jetstream.DeliverAllPolicy {
+		c.AckWait != cfg.AckWait || c.MaxAckPending != MaxSharedSinks*batchesPerSink*cfg.BatchSize || c.DeliverPolicy != jetstream.DeliverAllPolicy {
 		t.Fatalf("consumer config %+v", c)
 	}
 	if got := r1.svc.Stats().Inserted + r2.svc.Stats().Inserted; got != n {
@@ -470,4 +470,62 @@ func TestRunStopsOnClosedConnection(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatal("Run kept going on a closed connection")
 	}
+}
+
+// countingStore blocks each Insert until released and tracks how many are
+// waiting at once.
+type countingStore struct {
+	Store
+	release chan struct{}
+	mu      sync.Mutex
+	waiting int
+	most    int
+}
+
+func (c *countingStore) Insert(ctx context.Context, recs []Record) (int, error) {
+	c.mu.Lock()
+	c.waiting++
+	c.most = max(c.most, c.waiting)
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.waiting--
+		c.mu.Unlock()
+	}()
+	select {
+	case <-c.release:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	return c.Store.Insert(ctx, recs)
+}
+
+func (c *countingStore) mostAtOnce() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.most
+}
+
+// TestSharedSinksWriteAtOnce: MaxSharedSinks sinks on one consumer each get
+// a batch to write while every other sink holds its batches: none waits on
+// the consumer's ack allowance.
+func TestSharedSinksWriteAtOnce(t *testing.T) {
+	_, nc := natstest.Start(t)
+	js := natstest.JetStream(t, nc)
+	st, _ := sqliteStore(t)
+	cs := &countingStore{Store: st, release: make(chan struct{})}
+	cfg := testConfig()
+	cfg.BatchWait = 20 * time.Millisecond
+	cfg.AckWait = time.Minute // nothing is redelivered while the writes wait
+	n := MaxSharedSinks * batchesPerSink * cfg.BatchSize
+	publish(t, js, makeEvents(0, n))
+	for range MaxSharedSinks {
+		start(t, cfg, js, cs)
+	}
+	var once sync.Once
+	release := func() { once.Do(func() { close(cs.release) }) }
+	t.Cleanup(release) // before the sinks stop, should the wait fail
+	waitFor(t, "every sink writing a batch at once", func() bool { return cs.mostAtOnce() == MaxSharedSinks })
+	release()
+	waitFor(t, "all rows", func() bool { return count(t, st) == int64(n) })
 }
