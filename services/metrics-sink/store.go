@@ -124,7 +124,7 @@ func insertArgs(r *Record, ts any) []any {
 		ev.EventID, nullable(ev.RequestID), nullable(ev.Host), nullable(ev.GPUUUID),
 		string(ev.Mode), string(ev.RequestedMode), ev.Degraded, ev.Reason,
 		ev.Scores.Quality, ev.Scores.Placement, ev.TelemetryAgeMs,
-		nullable(ev.Selector), string(r.JSON),
+		nullable(ev.Selector), r.JSON,
 	}
 }
 
@@ -137,10 +137,11 @@ func nullable(s string) any {
 
 // Record is one selection event ready to store: Event fills the columns and
 // JSON, its canonical encoding, is event_json. Encoding it while decoding
-// keeps that work off the single database writer.
+// keeps that work off the single database writer; a string, because that is
+// what the drivers take, and the copy into one is made there too.
 type Record struct {
 	Event events.SelectionEvent
-	JSON  []byte
+	JSON  string
 }
 
 // DecodeRecord parses a selection-event message into a Record: see NewRecord.
@@ -166,7 +167,7 @@ func NewRecord(ev events.SelectionEvent) (Record, error) {
 	if err != nil {
 		return Record{}, fmt.Errorf("%w: event %q: encode event_json: %w", ErrBadEvent, ev.EventID, err)
 	}
-	return Record{Event: ev, JSON: js}, nil
+	return Record{Event: ev, JSON: string(js)}, nil
 }
 
 func validateEvent(ev *events.SelectionEvent) error {
