@@ -104,8 +104,12 @@ func BenchmarkInsert(b *testing.B) {
 				b.StopTimer()
 				recs = recs[:0]
 				for i := 0; i < len(decoded) && n < b.N; i++ {
-					r := decoded[i]
-					r.Event.EventID = fmt.Sprintf("ev-%09d", n) // every row new
+					ev := decoded[i].Event
+					ev.EventID = fmt.Sprintf("ev-%09d", n) // every row new
+					r, err := NewRecord(ev)                // event_json with that id
+					if err != nil {
+						b.Fatal(err)
+					}
 					recs = append(recs, r)
 					n++
 				}

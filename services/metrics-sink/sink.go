@@ -40,12 +40,15 @@ const (
 	// MaxSharedSinks is how many sinks (PostgreSQL) can share the durable
 	// consumer without one waiting for another's acks: each holds up to
 	// batchesPerSink batches unacknowledged, and the consumer's
-	// MaxAckPending is room for all of theirs. With room for 4 batches, 4
-	// and 8 sinks on 16 cores stored no more rows/s than 1 did.
+	// MaxAckPending is room for all of theirs. With room for 4 batches, 8
+	// sinks on 16 cores stored no more rows/s than 4 did.
 	MaxSharedSinks = 10
 	// batchesPerSink: one being fetched and decoded, one queued, one being
 	// written.
 	batchesPerSink = 3
+	// errCodeMaxAckPendingExceeded is JetStream's "consumer max ack pending
+	// exceeds system limit" (nats.go names no constant for it).
+	errCodeMaxAckPendingExceeded jetstream.ErrorCode = 10121
 	// retryMin is the first wait after a failed fetch or commit; it doubles
 	// up to RetryMax.
 	retryMin = 250 * time.Millisecond
@@ -201,7 +204,13 @@ func (s *Service) consumerConfig() jetstream.ConsumerConfig {
 }
 
 func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
-	cons, err := s.js.CreateOrUpdateConsumer(ctx, bus.SelectionStream, s.consumerConfig())
+	cfg := s.consumerConfig()
+	cons, err := s.js.CreateOrUpdateConsumer(ctx, bus.SelectionStream, cfg)
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeMaxAckPendingExceeded {
+		return nil, fmt.Errorf("%w: %s on stream %s: a server, account or stream limit is below the %d unacknowledged events it asks for (%d sinks x %d batches x SINK_BATCH_SIZE %d): raise that limit or lower SINK_BATCH_SIZE: %w",
+			ErrConsumer, bus.SinkConsumer, bus.SelectionStream, cfg.MaxAckPending, MaxSharedSinks, batchesPerSink, s.cfg.BatchSize, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s on stream %s: %w", ErrConsumer, bus.SinkConsumer, bus.SelectionStream, err)
 	}
@@ -242,6 +251,11 @@ func (s *Service) Run(ctx context.Context) (err error) {
 			err = errors.Join(err, fmt.Errorf("%w: stop %s: %w", ErrService, ServiceName, serr))
 		}
 	}()
+	if n, ok := s.store.(interface{ OpenNotes() []string }); ok {
+		for _, note := range n.OpenNotes() {
+			s.log.Warn().Msg(note)
+		}
+	}
 	s.log.Info().Str("stream", bus.SelectionStream).Str("consumer", bus.SinkConsumer).
 		Int("batch_size", s.cfg.BatchSize).Dur("batch_wait", s.cfg.BatchWait).
 		Str("endpoints", SubjectPrefix+".>").Msg("metrics-sink consuming")

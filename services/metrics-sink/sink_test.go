@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -516,7 +517,7 @@ func TestSharedSinksWriteAtOnce(t *testing.T) {
 	cs := &countingStore{Store: st, release: make(chan struct{})}
 	cfg := testConfig()
 	cfg.BatchWait = 20 * time.Millisecond
-	cfg.AckWait = time.Minute // nothing is redelivered while the writes wait
+	cfg.AckWait = 10 * time.Minute // nothing is redelivered while the writes wait
 	n := MaxSharedSinks * batchesPerSink * cfg.BatchSize
 	publish(t, js, makeEvents(0, n))
 	for range MaxSharedSinks {
@@ -528,4 +529,34 @@ func TestSharedSinksWriteAtOnce(t *testing.T) {
 	waitFor(t, "every sink writing a batch at once", func() bool { return cs.mostAtOnce() == MaxSharedSinks })
 	release()
 	waitFor(t, "all rows", func() bool { return count(t, st) == int64(n) })
+}
+
+// TestConsumerAboveAckPendingLimit: a stream whose consumers may hold fewer
+// unacknowledged events than the sink asks for stops Run with an error that
+// says which setting to change.
+func TestConsumerAboveAckPendingLimit(t *testing.T) {
+	_, nc := natstest.Start(t)
+	js := natstest.JetStream(t, nc)
+	ctx := testCtx(t)
+	if err := bus.Provision(ctx, js); err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(ctx, bus.SelectionStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := stream.CachedInfo().Config
+	sc.ConsumerLimits.MaxAckPending = 100
+	if _, err := js.UpdateStream(ctx, sc); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := sqliteStore(t)
+	svc, err := New(testConfig(), js, st, WithLogger(zerolog.Nop()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = svc.Run(ctx)
+	if !errors.Is(err, ErrConsumer) || !strings.Contains(err.Error(), "lower SINK_BATCH_SIZE") {
+		t.Fatalf("Run error = %v, want an ErrConsumer naming SINK_BATCH_SIZE", err)
+	}
 }
