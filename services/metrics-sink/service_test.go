@@ -455,3 +455,23 @@ func TestRunLogsStats(t *testing.T) {
 		t.Fatalf("stats line without counters:\n%s", out.String())
 	}
 }
+
+// notingStore is a store that worked around something when it opened.
+type notingStore struct{ Store }
+
+func (notingStore) OpenNotes() []string {
+	return []string{"event_json stays compressed with pglz, not lz4: must be owner of table selection_metrics"}
+}
+
+// TestRunLogsStoreNotes: what the store worked around at open is logged
+// as a warning when the sink starts.
+func TestRunLogsStoreNotes(t *testing.T) {
+	_, nc := natstest.Start(t)
+	st, _ := sqliteStore(t)
+	var out logtest.Buffer
+	start(t, testConfig(), natstest.JetStream(t, nc), notingStore{st}, WithLogger(zerolog.New(&out)))
+	waitFor(t, "the sink consuming", func() bool { return strings.Contains(out.String(), `"message":"metrics-sink consuming"`) })
+	if !strings.Contains(out.String(), `{"level":"warn","message":"event_json stays compressed with pglz, not lz4: must be owner of table selection_metrics"}`) {
+		t.Fatalf("no warning with the store's note:\n%s", out.String())
+	}
+}
