@@ -57,10 +57,10 @@ const sqliteCheckpointRetry = time.Second
 // are written once and not read again, so the cache need not hold a whole
 // batch (12 MB): with 32 MiB, a CPU profile of BenchmarkInsert/sqlite on 2
 // cores had a fifth of Insert in zeroing new pages (_getPageNormal: fresh
-// memory faulting in); 8 MiB stores 9-10% more rows/s there (62.8-62.9k
-// against 57.0-57.7k), with no difference seen in the 16-core drain. SQLite's 2 MB default did about as well; it had
-// cost a third of the writer's time in an earlier build, which checkpointed
-// inside the writer's commits.
+// memory faulting in); 8 MiB stores 66.0-68.7k rows/s there against
+// 56.1-61.5k, with no difference seen in the 16-core drain. SQLite's 2 MB
+// default did about as well; it had cost a third of the writer's time in
+// an earlier build, which checkpointed inside the writer's commits.
 const sqliteWriterCacheKiB = 8 << 10
 
 // sqliteReaders bounds the read-only connections (reports, dashboard reads).
