@@ -394,14 +394,22 @@ func streamInfo(ctx context.Context, js jetstream.JetStream, name string) (*jets
 // streamEventIDs counts the decision events in the stream by event id.
 func streamEventIDs(t *testing.T, ctx context.Context, js jetstream.JetStream) map[string]int {
 	t.Helper()
-	info, err := streamInfo(ctx, js, bus.SelectionStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cons, err := js.OrderedConsumer(ctx, bus.SelectionStream, jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Just after the node loss the JetStream API can answer "no responders"
+	// for a moment (seen in CI on a loaded 2-core machine): retry.
+	var (
+		info *jetstream.StreamInfo
+		cons jetstream.Consumer
+	)
+	waitFor(t, "an ordered consumer on "+bus.SelectionStream, waitLimit, func() (bool, string) {
+		var err error
+		if info, err = streamInfo(ctx, js, bus.SelectionStream); err != nil {
+			return false, "stream info: " + err.Error()
+		}
+		if cons, err = js.OrderedConsumer(ctx, bus.SelectionStream, jetstream.OrderedConsumerConfig{}); err != nil {
+			return false, "ordered consumer: " + err.Error()
+		}
+		return true, ""
+	})
 	ids := map[string]int{}
 	for read := uint64(0); read < info.State.Msgs; {
 		batch, err := cons.Fetch(int(min(1000, info.State.Msgs-read)), jetstream.FetchMaxWait(5*time.Second))
