@@ -180,6 +180,41 @@ func (s *PostgresStore) Insert(ctx context.Context, recs []Record) (int, error) 
 	if len(recs) == 0 {
 		return 0, nil
 	}
+	n, err := s.copyRows(ctx, recs)
+	if err == nil || !postgresRowFault(err) {
+		if err != nil {
+			return 0, fmt.Errorf("%w: %s: %w", ErrInsert, s.where, err)
+		}
+		return n, nil
+	}
+	// A row already stored (a redelivery) or one the server refuses: the
+	// row-by-row path skips the first and names the second.
+	return s.insertRows(ctx, recs)
+}
+
+// copyRows stores recs with one COPY in one transaction: the server writes
+// them in multi-row inserts, with far fewer WAL records and extension-lock
+// turns than one INSERT per row (sampled pg_stat_activity of 4 sinks'
+// INSERTs: half the time waiting on WAL writes, the extension lock and
+// index pages). It fails whole on any row's fault, a stored event_id
+// included; only a redelivery brings one, and the rows of the aborted COPY
+// are left for VACUUM.
+func (s *PostgresStore) copyRows(ctx context.Context, recs []Record) (int, error) {
+	var n int64
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		n, err = tx.CopyFrom(ctx, pgx.Identifier{"selection_metrics"}, columns,
+			pgx.CopyFromSlice(len(recs), func(i int) ([]any, error) {
+				return insertArgs(&recs[i], recs[i].Event.Timestamp), nil
+			}))
+		return err
+	})
+	return int(n), err
+}
+
+// insertRows writes recs in one transaction, one INSERT ... ON CONFLICT DO
+// NOTHING per row, pipelined in one round trip.
+func (s *PostgresStore) insertRows(ctx context.Context, recs []Record) (int, error) {
 	fail := func(err error) (int, error) { return 0, fmt.Errorf("%w: %s: %w", ErrInsert, s.where, err) }
 	b := &pgx.Batch{}
 	q := insertSQL(true)

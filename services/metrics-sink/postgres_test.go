@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // TestPostgresEventJSONCompression: where the server has lz4, opening the
@@ -106,5 +108,31 @@ func TestPostgresRefusedValue(t *testing.T) {
 	}
 	if n, err := s.Insert(ctx, records(t, append(batch[:1:1], batch[2]))); err != nil || n != 2 {
 		t.Fatalf("Insert without the bad event = %d, %v; want 2", n, err)
+	}
+}
+
+// TestPostgresCopyThenFallback: a batch of new events goes in through COPY;
+// a batch holding a stored one fails COPY whole (unique violation) and goes
+// in row by row, skipping it.
+func TestPostgresCopyThenFallback(t *testing.T) {
+	s := openStore(t, postgresURL(t)).(*PostgresStore)
+	ctx := testCtx(t)
+	if n, err := s.copyRows(ctx, records(t, makeEvents(0, 5))); err != nil || n != 5 {
+		t.Fatalf("copyRows of new events = %d, %v; want 5", n, err)
+	}
+	mixed := records(t, makeEvents(3, 5)) // 3 and 4 are stored
+	_, err := s.copyRows(ctx, mixed)
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "23505" {
+		t.Fatalf("copyRows with stored events: error %v, want a unique violation", err)
+	}
+	if c, err := s.Count(ctx); err != nil || c != 5 {
+		t.Fatalf("Count after the failed COPY = %d, %v; want 5 (nothing of it kept)", c, err)
+	}
+	if n, err := s.Insert(ctx, mixed); err != nil || n != 3 {
+		t.Fatalf("Insert of 2 stored and 3 new = %d, %v; want 3", n, err)
+	}
+	if c, err := s.Count(ctx); err != nil || c != 8 {
+		t.Fatalf("Count = %d, %v; want 8", c, err)
 	}
 }
