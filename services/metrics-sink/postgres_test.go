@@ -117,8 +117,8 @@ func TestPostgresRefusedValue(t *testing.T) {
 func TestPostgresCopyThenFallback(t *testing.T) {
 	s := openStore(t, postgresURL(t)).(*PostgresStore)
 	ctx := testCtx(t)
-	if n, err := s.copyRows(ctx, records(t, makeEvents(0, 5))); err != nil || n != 5 {
-		t.Fatalf("copyRows of new events = %d, %v; want 5", n, err)
+	if n, err := s.Insert(ctx, records(t, makeEvents(0, 5))); err != nil || n != 5 || s.rowByRow.Load() != 0 {
+		t.Fatalf("Insert of new events = %d, %v, %d batches row by row; want 5 by COPY", n, err, s.rowByRow.Load())
 	}
 	mixed := records(t, makeEvents(3, 5)) // 3 and 4 are stored
 	_, err := s.copyRows(ctx, mixed)
@@ -129,8 +129,8 @@ func TestPostgresCopyThenFallback(t *testing.T) {
 	if c, err := s.Count(ctx); err != nil || c != 5 {
 		t.Fatalf("Count after the failed COPY = %d, %v; want 5 (nothing of it kept)", c, err)
 	}
-	if n, err := s.Insert(ctx, mixed); err != nil || n != 3 {
-		t.Fatalf("Insert of 2 stored and 3 new = %d, %v; want 3", n, err)
+	if n, err := s.Insert(ctx, mixed); err != nil || n != 3 || s.rowByRow.Load() != 1 {
+		t.Fatalf("Insert of 2 stored and 3 new = %d, %v, %d batches row by row; want 3, row by row", n, err, s.rowByRow.Load())
 	}
 	if c, err := s.Count(ctx); err != nil || c != 8 {
 		t.Fatalf("Count = %d, %v; want 8", c, err)
