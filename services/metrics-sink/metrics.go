@@ -45,6 +45,12 @@ func (s *Service) registerMetrics() error {
 		gauge("ack_pending", "Decision events delivered to the sink and not yet acknowledged.",
 			func(st Stats) float64 { return float64(st.AckPending) }),
 	}
+	if rb, ok := s.store.(interface{ RowByRowBatches() uint64 }); ok {
+		collectors = append(collectors, prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: obs.Namespace, Subsystem: "sink", Name: "row_by_row_batches_total",
+			Help: "PostgreSQL batches COPY could not take whole (an event already stored, or a value the server refuses), written again row by row.",
+		}, func() float64 { return float64(rb.RowByRowBatches()) }))
+	}
 	for _, c := range collectors {
 		if err := s.registerer.Register(c); err != nil {
 			return fmt.Errorf("%w: register metrics: %w", ErrConfig, err)

@@ -128,3 +128,24 @@ func TestCheck(t *testing.T) {
 		})
 	}
 }
+
+// TestMetricsRowByRowBatches: on PostgreSQL, a batch holding an event already
+// stored goes in row by row, and the sink exports how many did.
+func TestMetricsRowByRowBatches(t *testing.T) {
+	_, nc := natstest.Start(t)
+	js := natstest.JetStream(t, nc)
+	st := openStore(t, postgresURL(t)).(*PostgresStore)
+	evs := makeEvents(0, 10)
+	if _, err := st.Insert(testCtx(t), records(t, evs[:3])); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, js, evs)
+	reg := prometheus.NewRegistry()
+	r := start(t, testConfig(), js, st, WithMetrics(reg))
+	waitFor(t, "every row", func() bool { return count(t, st) == 10 })
+	settled(t, r.svc)
+	got := obstest.Scrape(t, reg)
+	if v, ok := got["orch_sink_row_by_row_batches_total"]; !ok || v < 1 || v != float64(st.RowByRowBatches()) {
+		t.Fatalf("orch_sink_row_by_row_batches_total = %v (exported: %v), want >= 1 and the store's %d", v, ok, st.RowByRowBatches())
+	}
+}

@@ -57,7 +57,7 @@ type PostgresStore struct {
 	// notes are what opening found and worked around, for the sink to log.
 	notes []string
 	// rowByRow counts the batches that COPY could not take whole.
-	rowByRow atomic.Int64
+	rowByRow atomic.Uint64
 }
 
 // lz4LockTimeout bounds the wait for the table lock that setting event_json's
@@ -128,6 +128,11 @@ func (s *PostgresStore) compressEventJSONWithLZ4(ctx context.Context) {
 		note(err)
 	}
 }
+
+// RowByRowBatches counts the batches COPY could not take whole, which went
+// in row by row (orch_sink_row_by_row_batches_total): steadily rising, it
+// means redeliveries, or values the server refuses.
+func (s *PostgresStore) RowByRowBatches() uint64 { return s.rowByRow.Load() }
 
 // OpenNotes returns what opening the store found and worked around.
 func (s *PostgresStore) OpenNotes() []string { return s.notes }
