@@ -118,13 +118,13 @@ func Provision(ctx context.Context, js jetstream.JetStream, opts ...ProvisionOpt
 		}
 		cfg.Replicas = o.replicasFor(cur)
 		switch {
-		case cfg.Name == SelectionStream:
-			cfg.PersistMode = o.eventPersistFor(cur, cfg.Replicas)
-			if cfg.PersistMode == jetstream.AsyncPersistMode && cfg.Replicas > 1 {
-				return fmt.Errorf("%w: stream %s was made in async persist mode (serve's embedded server), which NATS cannot replicate: move its events to a new stream to scale it to %d replicas", ErrProvision, cfg.Name, cfg.Replicas)
-			}
 		case cur != nil: // NATS cannot change it: keep what the stream was made with
 			cfg.PersistMode = cur.PersistMode
+		case cfg.Name == SelectionStream && o.asyncEvents && cfg.Replicas == 1:
+			cfg.PersistMode = jetstream.AsyncPersistMode
+		}
+		if cfg.Name == SelectionStream && cfg.PersistMode == jetstream.AsyncPersistMode && cfg.Replicas > 1 {
+			return fmt.Errorf("%w: stream %s was made in async persist mode (serve's embedded server), which NATS cannot replicate: move its events to a new stream to scale it to %d replicas", ErrProvision, cfg.Name, cfg.Replicas)
 		}
 	}
 	buckets := []jetstream.KeyValueConfig{
@@ -180,16 +180,4 @@ func (o *provisionOptions) replicasFor(cur *jetstream.StreamConfig) int {
 		return cur.Replicas
 	}
 	return 1
-}
-
-// eventPersistFor is the SelectionStream's persist mode: the current one,
-// which NATS cannot change, else async when asked for on one replica.
-func (o *provisionOptions) eventPersistFor(cur *jetstream.StreamConfig, replicas int) jetstream.PersistModeType {
-	if cur != nil {
-		return cur.PersistMode
-	}
-	if o.asyncEvents && replicas == 1 {
-		return jetstream.AsyncPersistMode
-	}
-	return jetstream.DefaultPersistMode
 }
