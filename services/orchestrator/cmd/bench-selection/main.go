@@ -4,7 +4,9 @@
 // samples, the selector (decision events on) and the metrics-sink writing
 // SQLite. For each number of requests in flight it reports requests/s and
 // p50/p99 latency of both, then how fast the sink ingested the events and
-// the largest consumer lag it saw. Run it with scripts/bench-nats.
+// the largest consumer lag it saw, then the last level once more with the
+// sinks consuming (the backlog they leave, the events dropped, and what the
+// selector reaches then). Run it with scripts/bench-nats.
 package main
 
 import (
@@ -63,6 +65,7 @@ type options struct {
 	sinkProfile  string
 	sinkDatabase string
 	sinks        int
+	sinkDiscard  bool
 }
 
 // sinkOnPostgres tells that -sink-database names PostgreSQL (as
@@ -82,7 +85,8 @@ func main() {
 	flag.StringVar(&o.heapProfile, "heapprofile", "", "write the live heap after the last level's select phase to this file")
 	flag.StringVar(&o.sinkProfile, "sink-cpuprofile", "", "write a CPU profile of the sink draining the backlog to this file")
 	flag.StringVar(&o.sinkDatabase, "sink-database", "", "the sink's database URL (postgres://...); default a SQLite file in the run's temporary directory")
-	flag.IntVar(&o.sinks, "sinks", 1, "metrics-sink instances sharing the durable consumer (more than one needs PostgreSQL: SQLite has one writer)")
+	flag.IntVar(&o.sinks, "sinks", 1, "metrics-sink instances sharing the durable consumer (more than one needs PostgreSQL or -sink-discard: SQLite has one writer)")
+	flag.BoolVar(&o.sinkDiscard, "sink-discard", false, "the sinks drop each batch instead of storing it (a diagnostic: what NATS delivery and decoding allow without a database)")
 	flag.DurationVar(&o.reservationTTL, "reservation-ttl", 0, "GPU memory reservation TTL; 0 keeps the simulated fleet from filling up, so every request is a full gpu_aware selection")
 	flag.StringVar(&o.eventPersist, "event-persist", "async", "decision stream persist mode: async (as serve's embedded server makes it) or default (one file write per event, as a separate NATS server)")
 	flag.Parse()
@@ -98,8 +102,8 @@ func main() {
 		}
 		o.inflight = append(o.inflight, n)
 	}
-	if o.sinks < 1 || (o.sinks > 1 && !o.sinkOnPostgres()) {
-		fmt.Fprintf(os.Stderr, "bench-selection: -sinks %d: want 1, or more with a -sink-database postgres://... (SQLite has one writer)\n", o.sinks)
+	if o.sinks < 1 || (o.sinks > 1 && !o.sinkOnPostgres() && !o.sinkDiscard) {
+		fmt.Fprintf(os.Stderr, "bench-selection: -sinks %d: want 1, or more with a -sink-database postgres://... or -sink-discard (SQLite has one writer)\n", o.sinks)
 		os.Exit(2)
 	}
 	if err := run(context.Background(), o, os.Stdout); err != nil {
@@ -244,6 +248,9 @@ func start(ctx context.Context, o options, dir string) (*system, error) {
 		store, err := metricssink.OpenStore(ctx, db)
 		if err != nil {
 			return nil, err
+		}
+		if o.sinkDiscard {
+			store = discardStore{store}
 		}
 		sinkConn, err := connect("metrics-sink")
 		if err != nil {
@@ -515,7 +522,10 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	n, inserted, lag, faults := sinkTotals()
 	ingest := float64(inserted) / drain.Seconds()
 	store := "SQLite"
-	if o.sinkOnPostgres() {
+	switch {
+	case o.sinkDiscard:
+		store = "nothing (-sink-discard)"
+	case o.sinkOnPostgres():
 		store = "PostgreSQL"
 	}
 	fmt.Fprintf(out, "\nwire: %d events dropped (buffer full)\n", wr.events.Stats().Dropped)
@@ -527,6 +537,80 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 	if n < st.EventsPublished {
 		return fmt.Errorf("the sinks stored %d of %d events in %s", n, st.EventsPublished, drain)
+	}
+	last := levels[len(levels)-1]
+	return sustain(out, client, sys.selector, bodies, o.inflight[len(o.inflight)-1], o.duration, last.echo, last.sel, store, func() (uint64, uint64) {
+		stored, _, _, faults := sinkTotals()
+		return stored, faults
+	})
+}
+
+// sustain runs the last load level (n in flight for d) again with the
+// sinks consuming, as a deployment runs them, and samples the backlog
+// (events in the stream and not yet stored) while it lasts: a sink that
+// keeps up holds it level; one that falls behind lets it grow for as long
+// as the load lasts. The selector's rate here is what it reaches with the
+// sinks sharing the machine and the stream; echo and alone are that
+// level's echo and select phases, and the drain before measured the sinks
+// without that competition.
+func sustain(out io.Writer, client *nats.Conn, sel *selector.Service, bodies [][]byte, n int, d time.Duration, echo, alone result, store string, sunk func() (stored, faults uint64)) error {
+	// The selector counts an event published when its ack arrives, which
+	// can be after a sink stored it: never below zero.
+	backlog := func() int64 {
+		stored, _ := sunk()
+		return max(0, int64(sel.Stats().EventsPublished)-int64(stored))
+	}
+	storedBefore, _ := sunk()
+	droppedBefore := sel.Stats().EventsDropped
+	const samples = 8
+	var eighths [samples]int64
+	var maxBacklog int64
+	done := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		start := time.Now()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-tick.C:
+				b := backlog()
+				maxBacklog = max(maxBacklog, b)
+				if i := int(now.Sub(start) * samples / d); i < samples {
+					eighths[i] = b
+				}
+			}
+		}
+	}()
+	r := load(client, bus.SelectSubject, bodies, n, d)
+	close(done)
+	<-sampled
+	settleSelector(sel)
+	endBacklog := backlog()
+	storedDuring, _ := sunk()
+	ingest := float64(storedDuring-storedBefore) / r.elapsed.Seconds()
+	catchStart := time.Now()
+	deadline := catchStart.Add(120 * time.Second)
+	for backlog() > 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	catchUp := time.Since(catchStart)
+	fmt.Fprintf(out, "\nsustained, %d in flight for %s with the sinks consuming: %.0f selections/s (%.2f of echo; %.2fx the selections alone), p50 %s, p99 %s, %d events dropped, %s cores busy; sinks stored %.0f rows/s into %s (%.2fx the selections)\n",
+		n, d, r.rate(), r.rate()/echo.rate(), r.rate()/alone.rate(), us(r.p50), us(r.p99), sel.Stats().EventsDropped-droppedBefore, r.coresBusy(), ingest, store, ingest/r.rate())
+	var trail []string
+	for _, b := range eighths {
+		trail = append(trail, strconv.FormatInt(b, 10))
+	}
+	fmt.Fprintf(out, "backlog (published, not yet stored) at each eighth of the load: %s; largest %d; %d when the load ended, stored %s later\n",
+		strings.Join(trail, " "), maxBacklog, endBacklog, catchUp.Round(time.Millisecond))
+	if _, faults := sunk(); faults > 0 {
+		return fmt.Errorf("the sinks met %d poison messages or store errors during the sustained load", faults)
+	}
+	if b := backlog(); b > 0 {
+		return fmt.Errorf("the sinks left %d events unstored %s after the sustained load", b, catchUp)
 	}
 	return nil
 }
@@ -664,4 +748,12 @@ func writeProfile(name, path string) error {
 		return err
 	}
 	return errors.Join(pprof.Lookup(name).WriteTo(f, 0), f.Close())
+}
+
+// discardStore acknowledges every batch as stored without writing it:
+// with it the sinks run at what fetching from NATS and decoding allow.
+type discardStore struct{ metricssink.Store }
+
+func (discardStore) Insert(_ context.Context, recs []metricssink.Record) (int, error) {
+	return len(recs), nil
 }
