@@ -507,16 +507,12 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		return stored, inserted, lag, faults
 	}
 	drainStart := time.Now()
-	deadline := drainStart.Add(120 * time.Second)
 	var maxLag uint64
-	for time.Now().Before(deadline) {
+	waitFor(120*time.Second, func() bool {
 		n, _, lag, faults := sinkTotals()
 		maxLag = max(maxLag, lag)
-		if n >= st.EventsPublished || faults > 0 {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return n >= st.EventsPublished || faults > 0
+	})
 	drain := time.Since(drainStart)
 	pprof.StopCPUProfile()
 	n, inserted, lag, faults := sinkTotals()
@@ -539,31 +535,47 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		return fmt.Errorf("the sinks stored %d of %d events in %s", n, st.EventsPublished, drain)
 	}
 	last := levels[len(levels)-1]
-	return sustain(out, client, sys.selector, bodies, o.inflight[len(o.inflight)-1], o.duration, last.echo, last.sel, store, func() (uint64, uint64) {
-		stored, _, _, faults := sinkTotals()
-		return stored, faults
+	return sustain(out, client, sys.selector, bodies, sustained{
+		inflight: o.inflight[len(o.inflight)-1], duration: o.duration,
+		echo: last.echo, alone: last.sel, storeName: store, discard: o.sinkDiscard,
+		sinkCounts: func() (inserted, faults uint64) {
+			_, inserted, _, faults = sinkTotals()
+			return inserted, faults
+		},
 	})
 }
 
-// sustain runs the last load level (n in flight for d) again with the
-// sinks consuming, as a deployment runs them, and samples the backlog
-// (events in the stream and not yet stored) while it lasts: a sink that
-// keeps up holds it level; one that falls behind lets it grow for as long
-// as the load lasts. The selector's rate here is what it reaches with the
-// sinks sharing the machine and the stream; echo and alone are that
-// level's echo and select phases, and the drain before measured the sinks
-// without that competition.
-func sustain(out io.Writer, client *nats.Conn, sel *selector.Service, bodies [][]byte, n int, d time.Duration, echo, alone result, store string, sunk func() (stored, faults uint64)) error {
+// sustained is what the sustained phase runs and compares with: the last
+// load level (inflight for duration) and its echo and select results alone.
+type sustained struct {
+	inflight   int
+	duration   time.Duration
+	echo       result
+	alone      result
+	storeName  string
+	discard    bool
+	sinkCounts func() (inserted, faults uint64)
+}
+
+// sustain runs the last load level again with the sinks consuming, as a
+// deployment runs them, and samples the backlog (events the stream took
+// and the sinks have not stored) while it lasts: sinks that keep up hold
+// it level; sinks that fall behind let it grow for as long as the load
+// lasts. The selector's rate here is what it reaches with the sinks sharing
+// the machine and the stream; the drain before measured the sinks without
+// that competition. Rates are over the load alone: events the selector
+// still holds when it ends are reported apart.
+func sustain(out io.Writer, client *nats.Conn, sel *selector.Service, bodies [][]byte, p sustained) error {
 	// The selector counts an event published when its ack arrives, which
 	// can be after a sink stored it: never below zero.
 	backlog := func() int64 {
-		stored, _ := sunk()
-		return max(0, int64(sel.Stats().EventsPublished)-int64(stored))
+		inserted, _ := p.sinkCounts()
+		return max(0, int64(sel.Stats().EventsPublished)-int64(inserted))
 	}
-	storedBefore, _ := sunk()
-	droppedBefore := sel.Stats().EventsDropped
-	const samples = 8
-	var eighths [samples]int64
+	insertedBefore, _ := p.sinkCounts()
+	before := sel.Stats()
+	const slots = 8
+	eighths := [slots]int64{-1, -1, -1, -1, -1, -1, -1, -1} // -1: no sample fell in it
 	var maxBacklog int64
 	done := make(chan struct{})
 	sampled := make(chan struct{})
@@ -579,40 +591,74 @@ func sustain(out io.Writer, client *nats.Conn, sel *selector.Service, bodies [][
 			case now := <-tick.C:
 				b := backlog()
 				maxBacklog = max(maxBacklog, b)
-				if i := int(now.Sub(start) * samples / d); i < samples {
+				if i := int(now.Sub(start) * slots / p.duration); i < slots {
 					eighths[i] = b
 				}
 			}
 		}
 	}()
-	r := load(client, bus.SelectSubject, bodies, n, d)
+	r := load(client, bus.SelectSubject, bodies, p.inflight, p.duration)
+	loadEnd := time.Now()
+	insertedAtEnd, _ := p.sinkCounts()
+	atEnd := sel.Stats()
+	backlogAtEnd := backlog()
 	close(done)
 	<-sampled
+
 	settleSelector(sel)
-	endBacklog := backlog()
-	storedDuring, _ := sunk()
-	ingest := float64(storedDuring-storedBefore) / r.elapsed.Seconds()
-	catchStart := time.Now()
-	deadline := catchStart.Add(120 * time.Second)
-	for backlog() > 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	caughtUp := waitFor(120*time.Second, func() bool {
+		_, faults := p.sinkCounts()
+		return backlog() == 0 || faults > 0
+	})
+	catchUp := time.Since(loadEnd)
+
+	secs := r.elapsed.Seconds()
+	took := float64(atEnd.EventsPublished-before.EventsPublished) / secs
+	stored := float64(insertedAtEnd-insertedBefore) / secs
+	verb := "stored"
+	if p.discard {
+		verb = "acknowledged"
 	}
-	catchUp := time.Since(catchStart)
-	fmt.Fprintf(out, "\nsustained, %d in flight for %s with the sinks consuming: %.0f selections/s (%.2f of echo; %.2fx the selections alone), p50 %s, p99 %s, %d events dropped, %s cores busy; sinks stored %.0f rows/s into %s (%.2fx the selections)\n",
-		n, d, r.rate(), r.rate()/echo.rate(), r.rate()/alone.rate(), us(r.p50), us(r.p99), sel.Stats().EventsDropped-droppedBefore, r.coresBusy(), ingest, store, ingest/r.rate())
+	fmt.Fprintf(out, "\nsustained, %d in flight for %s with the sinks consuming: %.0f selections/s (%.2f of echo; %.2fx the selections alone), p50 %s, p99 %s, %d events dropped, %s cores busy (this process)\n",
+		p.inflight, p.duration, r.rate(), r.rate()/p.echo.rate(), r.rate()/p.alone.rate(), us(r.p50), us(r.p99), atEnd.EventsDropped-before.EventsDropped, r.coresBusy())
+	fmt.Fprintf(out, "during the load the stream took in %.0f events/s and the sinks %s %.0f rows/s into %s (%.2fx the selections); %d events were still in the selector when it ended\n",
+		took, verb, stored, p.storeName, stored/r.rate(), atEnd.EventsBuffered)
 	var trail []string
 	for _, b := range eighths {
+		if b < 0 {
+			trail = append(trail, "-")
+			continue
+		}
 		trail = append(trail, strconv.FormatInt(b, 10))
 	}
-	fmt.Fprintf(out, "backlog (published, not yet stored) at each eighth of the load: %s; largest %d; %d when the load ended, stored %s later\n",
-		strings.Join(trail, " "), maxBacklog, endBacklog, catchUp.Round(time.Millisecond))
-	if _, faults := sunk(); faults > 0 {
+	fmt.Fprintf(out, "backlog (in the stream, not yet stored) at each eighth of the load: %s; largest %d; %d when the load ended; all stored %s after it ended\n",
+		strings.Join(trail, " "), maxBacklog, backlogAtEnd, catchUp.Round(time.Millisecond))
+	final := sel.Stats()
+	if _, faults := p.sinkCounts(); faults > 0 {
 		return fmt.Errorf("the sinks met %d poison messages or store errors during the sustained load", faults)
 	}
-	if b := backlog(); b > 0 {
-		return fmt.Errorf("the sinks left %d events unstored %s after the sustained load", b, catchUp)
+	if failed := final.EventsFailed - before.EventsFailed; failed > 0 {
+		return fmt.Errorf("the selector failed to publish %d events during the sustained load", failed)
+	}
+	if held := final.Selections - final.EventsPublished - final.EventsFailed - final.EventsDropped; held > 0 {
+		return fmt.Errorf("the selector still holds %d events after the sustained load", held)
+	}
+	if !caughtUp {
+		return fmt.Errorf("the sinks left %d events unstored %s after the sustained load", backlog(), catchUp.Round(time.Millisecond))
 	}
 	return nil
+}
+
+// waitFor polls done every 10 ms until it holds (true) or limit passes (false).
+func waitFor(limit time.Duration, done func() bool) bool {
+	deadline := time.Now().Add(limit)
+	for !done() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
 }
 
 // startWire starts the wire responder: per request it does what the
