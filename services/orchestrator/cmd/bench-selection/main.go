@@ -535,7 +535,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		return fmt.Errorf("the sinks stored %d of %d events in %s", n, st.EventsPublished, drain)
 	}
 	last := levels[len(levels)-1]
-	return sustain(out, client, sys.selector, bodies, sustained{
+	return sustain(ctx, out, client, sys.selector, bodies, sustained{
 		inflight: o.inflight[len(o.inflight)-1], duration: o.duration,
 		echo: last.echo, alone: last.sel, storeName: store, discard: o.sinkDiscard,
 		sinkCounts: func() (inserted, faults uint64) {
@@ -564,8 +564,30 @@ type sustained struct {
 // lasts. The selector's rate here is what it reaches with the sinks sharing
 // the machine and the stream; the drain before measured the sinks without
 // that competition. Rates are over the load alone: events the selector
-// still holds when it ends are reported apart.
-func sustain(out io.Writer, client *nats.Conn, sel *selector.Service, bodies [][]byte, p sustained) error {
+// still holds when it ends are reported apart. The stream's intake comes
+// from its last sequence; the backlog, sampled every 10 ms, from the
+// selector's count of acknowledged events, which trails the stream by up
+// to a few flow acknowledgements of a batch (a couple of thousand events).
+func sustain(ctx context.Context, out io.Writer, client *nats.Conn, sel *selector.Service, bodies [][]byte, p sustained) error {
+	js, err := jetstream.New(client)
+	if err != nil {
+		return err
+	}
+	stream, err := js.Stream(ctx, bus.SelectionStream)
+	if err != nil {
+		return err
+	}
+	lastSeq := func() (uint64, error) {
+		info, err := stream.Info(ctx)
+		if err != nil {
+			return 0, fmt.Errorf("read %s: %w", bus.SelectionStream, err)
+		}
+		return info.State.LastSeq, nil
+	}
+	seqBefore, err := lastSeq()
+	if err != nil {
+		return err
+	}
 	// The selector counts an event published when its ack arrives, which
 	// can be after a sink stored it: never below zero.
 	backlog := func() int64 {
@@ -602,8 +624,12 @@ func sustain(out io.Writer, client *nats.Conn, sel *selector.Service, bodies [][
 	insertedAtEnd, _ := p.sinkCounts()
 	atEnd := sel.Stats()
 	backlogAtEnd := backlog()
+	seqAtEnd, seqErr := lastSeq()
 	close(done)
 	<-sampled
+	if seqErr != nil {
+		return seqErr
+	}
 
 	settleSelector(sel)
 	caughtUp := waitFor(120*time.Second, func() bool {
@@ -613,7 +639,7 @@ func sustain(out io.Writer, client *nats.Conn, sel *selector.Service, bodies [][
 	catchUp := time.Since(loadEnd)
 
 	secs := r.elapsed.Seconds()
-	took := float64(atEnd.EventsPublished-before.EventsPublished) / secs
+	took := float64(seqAtEnd-seqBefore) / secs
 	stored := float64(insertedAtEnd-insertedBefore) / secs
 	verb := "stored"
 	if p.discard {
@@ -622,7 +648,7 @@ func sustain(out io.Writer, client *nats.Conn, sel *selector.Service, bodies [][
 	fmt.Fprintf(out, "\nsustained, %d in flight for %s with the sinks consuming: %.0f selections/s (%.2f of echo; %.2fx the selections alone), p50 %s, p99 %s, %d events dropped, %s cores busy (this process)\n",
 		p.inflight, p.duration, r.rate(), r.rate()/p.echo.rate(), r.rate()/p.alone.rate(), us(r.p50), us(r.p99), atEnd.EventsDropped-before.EventsDropped, r.coresBusy())
 	fmt.Fprintf(out, "during the load the stream took in %.0f events/s and the sinks %s %.0f rows/s into %s (%.2fx the selections); %d events were still in the selector when it ended\n",
-		took, verb, stored, p.storeName, stored/r.rate(), atEnd.EventsBuffered)
+		took, verb, stored, p.storeName, stored/r.rate(), atEnd.Selections-atEnd.EventsPublished-atEnd.EventsFailed-atEnd.EventsDropped)
 	var trail []string
 	for _, b := range eighths {
 		if b < 0 {
