@@ -508,7 +508,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 	drainStart := time.Now()
 	var maxLag uint64
-	waitFor(120*time.Second, func() bool {
+	waitFor(sinkWaitLimit, func() bool {
 		n, _, lag, faults := sinkTotals()
 		maxLag = max(maxLag, lag)
 		return n >= st.EventsPublished || faults > 0
@@ -632,7 +632,7 @@ func sustain(ctx context.Context, out io.Writer, client *nats.Conn, sel *selecto
 	}
 
 	settleSelector(sel)
-	caughtUp := waitFor(120*time.Second, func() bool {
+	caughtUp := waitFor(sinkWaitLimit, func() bool {
 		_, faults := p.sinkCounts()
 		return backlog() == 0 || faults > 0
 	})
@@ -648,7 +648,7 @@ func sustain(ctx context.Context, out io.Writer, client *nats.Conn, sel *selecto
 	fmt.Fprintf(out, "\nsustained, %d in flight for %s with the sinks consuming: %.0f selections/s (%.2f of echo; %.2fx the selections alone), p50 %s, p99 %s, %d events dropped, %s cores busy (this process)\n",
 		p.inflight, p.duration, r.rate(), r.rate()/p.echo.rate(), r.rate()/p.alone.rate(), us(r.p50), us(r.p99), atEnd.EventsDropped-before.EventsDropped, r.coresBusy())
 	fmt.Fprintf(out, "during the load the stream took in %.0f events/s and the sinks %s %.0f rows/s into %s (%.2fx the selections); %d events were still in the selector when it ended\n",
-		took, verb, stored, p.storeName, stored/r.rate(), atEnd.Selections-atEnd.EventsPublished-atEnd.EventsFailed-atEnd.EventsDropped)
+		took, verb, stored, p.storeName, stored/r.rate(), eventsHeld(atEnd))
 	var trail []string
 	for _, b := range eighths {
 		if b < 0 {
@@ -666,7 +666,7 @@ func sustain(ctx context.Context, out io.Writer, client *nats.Conn, sel *selecto
 	if failed := final.EventsFailed - before.EventsFailed; failed > 0 {
 		return fmt.Errorf("the selector failed to publish %d events during the sustained load", failed)
 	}
-	if held := final.Selections - final.EventsPublished - final.EventsFailed - final.EventsDropped; held > 0 {
+	if held := eventsHeld(final); held > 0 {
 		return fmt.Errorf("the selector still holds %d events after the sustained load", held)
 	}
 	if !caughtUp {
@@ -674,6 +674,9 @@ func sustain(ctx context.Context, out io.Writer, client *nats.Conn, sel *selecto
 	}
 	return nil
 }
+
+// sinkWaitLimit bounds each wait for the sinks to store a backlog.
+const sinkWaitLimit = 120 * time.Second
 
 // waitFor polls done every 10 ms until it holds (true) or limit passes (false).
 func waitFor(limit time.Duration, done func() bool) bool {
@@ -781,15 +784,18 @@ func (w *wire) settle() {
 // settleSelector waits (30 s at most) until the selector has published,
 // failed or dropped the event of every selection so far.
 func settleSelector(sel *selector.Service) {
-	deadline := time.Now().Add(30 * time.Second)
-	for st := sel.Stats(); st.EventsPublished+st.EventsFailed+st.EventsDropped < st.Selections; st = sel.Stats() {
-		if time.Now().After(deadline) {
-			fmt.Fprintf(os.Stderr, "bench-selection: after 30 s the selector still holds %d events; measuring on\n",
-				st.Selections-st.EventsPublished-st.EventsFailed-st.EventsDropped)
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !waitFor(30*time.Second, func() bool { return eventsHeld(sel.Stats()) == 0 }) {
+		fmt.Fprintf(os.Stderr, "bench-selection: after 30 s the selector still holds %d events; measuring on\n", eventsHeld(sel.Stats()))
 	}
+}
+
+// eventsHeld is how many selections' events the selector has not yet
+// published, failed or dropped: buffered, or sent and not acknowledged.
+func eventsHeld(st selector.Stats) uint64 {
+	if done := st.EventsPublished + st.EventsFailed + st.EventsDropped; done < st.Selections {
+		return st.Selections - done
+	}
+	return 0
 }
 
 // startProfile starts a CPU profile into path, if one is asked for; the
