@@ -30,7 +30,7 @@ func (s *Service) registerMetrics() error {
 			func(st Stats) uint64 { return st.Inserted }),
 		counter("duplicates_total", "Decision events already stored (redeliveries, republished events) and skipped.",
 			func(st Stats) uint64 { return st.Duplicates }),
-		counter("poison_total", "Messages terminated because they are no storable selection-event.",
+		counter("poison_total", "Decision events skipped because they are no storable selection-event (a message holding none is terminated).",
 			func(st Stats) uint64 { return st.Poison }),
 		counter("batches_total", "Batches committed, one transaction each.",
 			func(st Stats) uint64 { return st.Batches }),
@@ -40,9 +40,9 @@ func (s *Service) registerMetrics() error {
 			func(st Stats) uint64 { return st.FetchErrors }),
 		gauge("ingest_rows_per_second", "Rows inserted per second over the rate window (SINK_RATE_WINDOW).",
 			func(st Stats) float64 { return st.IngestRate }),
-		gauge("consumer_lag", "Decision events in the stream not yet delivered to the sink (consumer pending).",
+		gauge("consumer_lag", "Decision messages (one or more events each) in the stream not yet delivered to the sink (consumer pending).",
 			func(st Stats) float64 { return float64(st.ConsumerLag) }),
-		gauge("ack_pending", "Decision events delivered to the sink and not yet acknowledged.",
+		gauge("ack_pending", "Decision messages delivered to the sink and not yet acknowledged.",
 			func(st Stats) float64 { return float64(st.AckPending) }),
 	}
 	if rb, ok := s.store.(interface{ RowByRowBatches() uint64 }); ok {

@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog/log"
 
 	"github.com/nlocalmodels/orchestrator/pkg/bus"
+	"github.com/nlocalmodels/orchestrator/pkg/events"
 	"github.com/nlocalmodels/orchestrator/pkg/telemetry"
 )
 
@@ -325,23 +326,39 @@ func fetch(cons jetstream.Consumer, size int, wait time.Duration) ([]jetstream.M
 	return msgs, batch.Error()
 }
 
-// fetched is one batch of storable records and their messages, or the
-// error that ends Run.
+// fetched is one batch of storable records and the messages they came in,
+// or the error that ends Run.
 type fetched struct {
 	recs []Record
+	// from[i] indexes msgs: the message recs[i] came in.
+	from []int
+	// msgs holds the batch's messages with a storable event: each is
+	// acknowledged once its events are stored.
 	msgs []jetstream.Msg
-	err  error
+	// mostPerMessage is the most events one message of the batch held.
+	mostPerMessage int
+	err            error
 }
 
 // fetchBatches pulls and decodes batches into out until ctx ends or the
 // connection closes, then closes out. A failed fetch is counted and retried
 // with backoff; a consumer that disappeared is recreated.
+//
+// A pull asks for as many messages as keep a batch near BatchSize events:
+// BatchSize over the most events a message held in the last pull, and at
+// first over events.MaxPerMessage, since a backlog packed by the selector
+// holds up to that many per message.
 func (s *Service) fetchBatches(ctx context.Context, cons func() jetstream.Consumer, recreate func(), out chan<- fetched) {
 	defer close(out)
 	backoff := retryMin
+	perMessage := events.MaxPerMessage
 	for ctx.Err() == nil {
-		msgs, ferr := fetch(cons(), s.cfg.BatchSize, s.cfg.BatchWait)
-		if b := s.decode(msgs); len(b.recs) > 0 {
+		msgs, ferr := fetch(cons(), max(1, s.cfg.BatchSize/perMessage), s.cfg.BatchWait)
+		b := s.decode(msgs)
+		if len(msgs) > 0 {
+			perMessage = max(1, b.mostPerMessage)
+		}
+		if len(b.recs) > 0 {
 			out <- b
 		}
 		if ferr == nil {
@@ -366,10 +383,16 @@ func (s *Service) fetchBatches(ctx context.Context, cons func() jetstream.Consum
 // it, starting one costs more than it saves.
 const decodeChunk = 128
 
+// decoded is what one message's events decoded to.
+type decoded struct {
+	recs []Record
+	errs []error
+}
+
 // decode turns fetched messages into records, on up to GOMAXPROCS
 // goroutines: decoding and encoding event_json cost about what the writer
-// spends on a row. Poison messages are terminated and counted; they never
-// hold the batch up.
+// spends on a row. Poison events are counted and left out; a message with
+// no storable event is terminated. None holds the batch up.
 func (s *Service) decode(msgs []jetstream.Msg) fetched {
 	if len(msgs) == 0 {
 		return fetched{}
@@ -379,8 +402,7 @@ func (s *Service) decode(msgs []jetstream.Msg) fetched {
 		now := time.Now()
 		s.stats.update(func(st *Stats, _ *rateMeter) { st.ConsumerLag, st.LagUpdated = meta.NumPending, now })
 	}
-	recs := make([]Record, len(msgs))
-	errs := make([]error, len(msgs))
+	out := make([]decoded, len(msgs))
 	workers := min(runtime.GOMAXPROCS(0), (len(msgs)+decodeChunk-1)/decodeChunk)
 	per := (len(msgs) + workers - 1) / workers
 	var wg sync.WaitGroup
@@ -388,28 +410,49 @@ func (s *Service) decode(msgs []jetstream.Msg) fetched {
 		hi := min(lo+per, len(msgs))
 		wg.Go(func() {
 			for i := lo; i < hi; i++ {
-				recs[i], errs[i] = DecodeRecord(msgs[i].Data())
+				for data := range events.Each(msgs[i].Data()) {
+					rec, err := DecodeRecord(data)
+					if err != nil {
+						out[i].errs = append(out[i].errs, err)
+						continue
+					}
+					out[i].recs = append(out[i].recs, rec)
+				}
 			}
 		})
 	}
 	wg.Wait()
-	b := fetched{recs: recs[:0], msgs: make([]jetstream.Msg, 0, len(msgs))}
+	b := fetched{msgs: make([]jetstream.Msg, 0, len(msgs))}
 	for i, m := range msgs {
-		if errs[i] != nil {
-			s.poison(m, errs[i])
+		d := out[i]
+		b.mostPerMessage = max(b.mostPerMessage, len(d.recs)+len(d.errs))
+		for _, err := range d.errs {
+			s.poison(m, err)
+		}
+		if len(d.recs) == 0 {
+			if len(d.errs) == 0 {
+				s.poison(m, fmt.Errorf("%w: an empty message", ErrBadEvent))
+			}
+			s.terminate(m)
 			continue
 		}
-		b.recs = append(b.recs, recs[i])
+		for _, rec := range d.recs {
+			b.recs = append(b.recs, rec)
+			b.from = append(b.from, len(b.msgs))
+		}
 		b.msgs = append(b.msgs, m)
 	}
 	return b
 }
 
-// write stores one batch and acks it after the commit. A row the store
-// refuses is terminated as poison and the rest retried at once. It returns
-// an error only when the store failed, after naking the batch.
+// write stores one batch and acks its messages after the commit. An event
+// the store refuses is counted as poison and the rest retried at once; a
+// message left with no event is terminated. It returns an error only when
+// the store failed, after naking the batch.
 func (s *Service) write(ctx context.Context, b fetched, nakDelay time.Duration) error {
-	recs, kept := b.recs, b.msgs
+	recs, from := b.recs, b.from
+	// dead[i]: msgs[i] was terminated, every event of it refused.
+	dead := make([]bool, len(b.msgs))
 	// These messages are ours until AckWait: finishing the batch on shutdown
 	// saves their redelivery, so the commit outlives ctx (bounded by AckWait).
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.AckWait)
@@ -417,26 +460,37 @@ func (s *Service) write(ctx context.Context, b fetched, nakDelay time.Duration) 
 	for len(recs) > 0 {
 		n, err := s.store.Insert(wctx, recs)
 		var re *RowError
-		if errors.As(err, &re) && re.Index >= 0 && re.Index < len(kept) {
-			s.poison(kept[re.Index], err)
+		if errors.As(err, &re) && re.Index >= 0 && re.Index < len(recs) {
+			m := from[re.Index]
+			s.poison(b.msgs[m], err)
 			recs = slices.Delete(recs, re.Index, re.Index+1)
-			kept = slices.Delete(kept, re.Index, re.Index+1)
+			from = slices.Delete(from, re.Index, re.Index+1)
+			if !slices.Contains(from, m) {
+				dead[m] = true
+				s.terminate(b.msgs[m])
+			}
 			continue
 		}
 		if err != nil {
 			s.stats.update(func(st *Stats, _ *rateMeter) { st.StoreErrors++ })
 			s.log.Error().Err(err).Int("events", len(recs)).Dur("redeliver_in", nakDelay).Msg("batch not stored; naked for redelivery")
-			for _, m := range kept {
+			for i, m := range b.msgs {
+				if dead[i] {
+					continue
+				}
 				if err := m.NakWithDelay(nakDelay); err != nil {
 					s.log.Warn().Err(err).Msg("nak failed; the message returns after ack wait")
 				}
 			}
 			return err
 		}
-		for _, m := range kept {
+		for i, m := range b.msgs {
+			if dead[i] {
+				continue
+			}
 			// A lost ack only means a redelivery, which the store ignores.
 			if err := m.Ack(); err != nil {
-				s.log.Warn().Err(err).Msg("ack failed; the event will be redelivered and skipped")
+				s.log.Warn().Err(err).Msg("ack failed; the events will be redelivered and skipped")
 			}
 		}
 		now := time.Now()
@@ -453,14 +507,19 @@ func (s *Service) write(ctx context.Context, b fetched, nakDelay time.Duration) 
 	return nil
 }
 
+// poison counts and logs one event that cannot be stored.
 func (s *Service) poison(m jetstream.Msg, cause error) {
 	s.stats.update(func(st *Stats, _ *rateMeter) { st.Poison++ })
 	ev := s.log.Error().Err(cause).Str("subject", m.Subject())
 	if meta, err := m.Metadata(); err == nil {
 		ev = ev.Uint64("stream_seq", meta.Sequence.Stream).Uint64("delivered", meta.NumDelivered)
 	}
-	ev.Msg("poison message terminated")
-	if err := m.TermWithReason("not a storable selection-event"); err != nil {
+	ev.Msg("poison event skipped")
+}
+
+// terminate ends a message with no storable event: it is never redelivered.
+func (s *Service) terminate(m jetstream.Msg) {
+	if err := m.TermWithReason("no storable selection-event"); err != nil {
 		s.log.Warn().Err(err).Msg("term failed; the message returns after ack wait")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -46,6 +47,27 @@ func publish(t *testing.T, js jetstream.JetStream, evs []events.SelectionEvent) 
 			jetstream.WithMsgID(evs[i].EventID)); err != nil {
 			t.Errorf("publish %s: %v", evs[i].EventID, err)
 			return
+		}
+	}
+}
+
+// publishPacked sends evs as the selector does under load: per events to a
+// message, one per line, Nats-Msg-Id = the first event's id.
+func publishPacked(t *testing.T, js jetstream.JetStream, evs []events.SelectionEvent, per int) {
+	t.Helper()
+	ctx := testCtx(t)
+	for lo := 0; lo < len(evs); lo += per {
+		var message []byte
+		for i := lo; i < min(lo+per, len(evs)); i++ {
+			data, err := evs[i].AppendJSON(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			message = events.AppendToMessage(message, data)
+		}
+		if _, err := js.Publish(ctx, bus.SelectionEventSubject(evs[lo].TaskCategory), message,
+			jetstream.WithMsgID(evs[lo].EventID)); err != nil {
+			t.Fatalf("publish the message of %s: %v", evs[lo].EventID, err)
 		}
 	}
 }
@@ -155,6 +177,66 @@ func TestSinkStoresEvents(t *testing.T) {
 	}
 	if err := r.stop(t); err != nil {
 		t.Fatalf("Run returned %v after cancel, want nil", err)
+	}
+}
+
+// sizingStore records the most records one Insert was given.
+type sizingStore struct {
+	Store
+	most atomic.Int64
+}
+
+func (s *sizingStore) Insert(ctx context.Context, recs []Record) (int, error) {
+	for n := int64(len(recs)); ; {
+		cur := s.most.Load()
+		if n <= cur || s.most.CompareAndSwap(cur, n) {
+			break
+		}
+	}
+	return s.Store.Insert(ctx, recs)
+}
+
+// TestSinkStoresPackedMessages: events packed several to a message, as the
+// selector packs them under load, each become a row; mixed with messages
+// of one event; a transaction stays near BatchSize events, however many a
+// message holds.
+func TestSinkStoresPackedMessages(t *testing.T) {
+	tests := []struct {
+		name string
+		// per: events per message of each part of the stream, in order.
+		per []int
+		// most: the most rows one transaction may hold.
+		most int64
+	}{
+		{name: "eight to a message", per: []int{8}, most: 16},
+		{name: "a full message bigger than a batch", per: []int{events.MaxPerMessage}, most: events.MaxPerMessage},
+		{name: "single events, then packed, then single", per: []int{1, 5, 1}, most: 5 * 16},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, nc := natstest.Start(t)
+			js := natstest.JetStream(t, nc)
+			st, _ := sqliteStore(t)
+			sized := &sizingStore{Store: st}
+			const part = 2 * events.MaxPerMessage
+			evs := makeEvents(0, part*len(tc.per))
+			for i, per := range tc.per {
+				publishPacked(t, js, evs[i*part:(i+1)*part], per)
+			}
+			r := start(t, testConfig(), js, sized)
+			waitFor(t, "all rows", func() bool { return count(t, st) == int64(len(evs)) })
+			settled(t, r.svc)
+			if s := r.svc.Stats(); s.Inserted != uint64(len(evs)) || s.Duplicates != 0 || s.Poison != 0 {
+				t.Fatalf("stats %+v, want %d inserted, no duplicates or poison", s, len(evs))
+			}
+			if most := sized.most.Load(); most > tc.most {
+				t.Fatalf("a transaction held %d rows, want at most %d", most, tc.most)
+			}
+			rows, err := st.Recent(testCtx(t), 1)
+			if err != nil || len(rows) != 1 {
+				t.Fatalf("recent rows %v, %v", rows, err)
+			}
+		})
 	}
 }
 
@@ -273,13 +355,33 @@ func TestSinkPoisonMessages(t *testing.T) {
 		}
 	}
 	publish(t, js, evs[10:])
+	// Packed messages: one with two storable events around a broken one
+	// (stored and acknowledged), one with nothing storable (terminated),
+	// and an empty one.
+	more := makeEvents(20, 2)
+	good := func(i int) []byte {
+		data, err := more[i].AppendJSON(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return data
+	}
+	for _, message := range [][]byte{
+		events.AppendToMessage(events.AppendToMessage(good(0), []byte(`{"event_id":`)), good(1)),
+		[]byte("not json\n{\"event_id\":\"no-category\",\"timestamp\":\"2025-01-01T00:00:00Z\"}"),
+		[]byte("\n"),
+	} {
+		if _, err := js.Publish(ctx, bus.SelectionEventSubject("code"), message); err != nil {
+			t.Fatal(err)
+		}
+	}
 	r := start(t, testConfig(), js, st)
 	waitFor(t, "valid rows and poison counted", func() bool {
-		return count(t, st) == 20 && r.svc.Stats().Poison == 4
+		return count(t, st) == 22 && r.svc.Stats().Poison == 8
 	})
-	settled(t, r.svc) // terminated, so nothing stays pending
-	if s := r.svc.Stats(); s.Inserted != 20 || s.Poison != 4 || s.StoreErrors != 0 {
-		t.Fatalf("stats %+v, want 20 inserted, 4 poison, no store errors", s)
+	settled(t, r.svc) // acknowledged or terminated, so nothing stays pending
+	if s := r.svc.Stats(); s.Inserted != 22 || s.Poison != 8 || s.StoreErrors != 0 {
+		t.Fatalf("stats %+v, want 22 inserted, 8 poison, no store errors", s)
 	}
 }
 
@@ -329,17 +431,24 @@ func (r *refusingStore) Insert(ctx context.Context, recs []Record) (int, error) 
 	return r.Store.Insert(ctx, recs)
 }
 
-func TestSinkRefusedEventIsTerminated(t *testing.T) {
-	_, nc := natstest.Start(t)
-	js := natstest.JetStream(t, nc)
-	st, _ := sqliteStore(t)
-	evs := makeEvents(0, 30)
-	publish(t, js, evs)
-	r := start(t, testConfig(), js, &refusingStore{Store: st, bad: evs[7].EventID})
-	waitFor(t, "the other rows", func() bool { return count(t, st) == 29 })
-	settled(t, r.svc)
-	if s := r.svc.Stats(); s.Poison != 1 || s.Inserted != 29 || s.StoreErrors != 0 {
-		t.Fatalf("stats %+v, want 1 poison, 29 inserted, no store errors", s)
+// TestSinkRefusedEventIsSkipped: an event the database refuses is counted
+// as poison; its message is terminated when it held nothing else, and
+// acknowledged once its other events are stored when packed.
+func TestSinkRefusedEventIsSkipped(t *testing.T) {
+	for _, per := range []int{1, 5} {
+		t.Run(fmt.Sprintf("%d events per message", per), func(t *testing.T) {
+			_, nc := natstest.Start(t)
+			js := natstest.JetStream(t, nc)
+			st, _ := sqliteStore(t)
+			evs := makeEvents(0, 30)
+			publishPacked(t, js, evs, per)
+			r := start(t, testConfig(), js, &refusingStore{Store: st, bad: evs[7].EventID})
+			waitFor(t, "the other rows", func() bool { return count(t, st) == 29 })
+			settled(t, r.svc)
+			if s := r.svc.Stats(); s.Poison != 1 || s.Inserted != 29 || s.StoreErrors != 0 {
+				t.Fatalf("stats %+v, want 1 poison, 29 inserted, no store errors", s)
+			}
+		})
 	}
 }
 

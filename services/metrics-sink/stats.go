@@ -12,8 +12,9 @@ type Stats struct {
 	// already stored (redeliveries, republished events) and were skipped.
 	Inserted   uint64 `json:"inserted"`
 	Duplicates uint64 `json:"duplicates"`
-	// Poison counts messages terminated because they are no storable
-	// selection-event (undecodable, missing fields, refused by the database).
+	// Poison counts events skipped because they are no storable
+	// selection-event (undecodable, missing fields, refused by the
+	// database); a message that holds no storable event is terminated.
 	Poison uint64 `json:"poison"`
 	// Batches counts committed transactions.
 	Batches uint64 `json:"batches"`
@@ -23,9 +24,9 @@ type Stats struct {
 	FetchErrors uint64 `json:"fetch_errors"`
 	// IngestRate is rows inserted per second over the last RateWindow.
 	IngestRate float64 `json:"ingest_rate"`
-	// ConsumerLag is how many stream messages the consumer has not yet
-	// delivered (NumPending); AckPending how many are delivered but not yet
-	// acknowledged. LagUpdated is when they were read; zero before the first read.
+	// ConsumerLag is how many stream messages (one or more events each)
+	// the consumer has not yet delivered (NumPending); AckPending how many
+	// are delivered but not yet acknowledged. LagUpdated is when they were read; zero before the first read.
 	ConsumerLag uint64    `json:"consumer_lag"`
 	AckPending  uint64    `json:"ack_pending"`
 	LagUpdated  time.Time `json:"lag_updated"`

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/synadia-io/orbit.go/jetstreamext"
 )
 
@@ -38,28 +37,33 @@ const (
 // goroutine adds each event to the open batch.
 func (p *EventPublisher) publishBatches(ctx context.Context, stop <-chan struct{}) {
 	b := &eventBatch{p: p}
+	var k packer
+	send := func(em eventMsg) {
+		p.sent.Add(uint64(em.events))
+		b.add(ctx, em)
+	}
 	idle := time.NewTicker(batchIdleCommit)
 	defer idle.Stop()
 	lastAdd := time.Now()
 	for {
 		select {
 		case msg := <-p.queue:
-			b.add(ctx, msg)
+			p.packQueued(&k, msg, send)
 			lastAdd = time.Now()
 		case <-idle.C:
 			if time.Since(lastAdd) >= batchIdleCommit || b.overdue() {
 				b.commit(ctx)
 			}
 		case <-stop:
-			p.drainQueue(func(msg *nats.Msg) { b.add(ctx, msg) })
+			p.drainQueue(&k, send)
 			b.commit(ctx)
 			return
 		}
 	}
 }
 
-// eventBatch is the open fast-ingest batch and the events sent in it that
-// the stream has not acknowledged yet. With gap detection on (the
+// eventBatch is the open fast-ingest batch and the messages of events sent
+// in it that the stream has not acknowledged yet. With gap detection on (the
 // default), an acknowledgement of batch sequence n means every message up
 // to n is stored. A batch that breaks (a lost message, a lost leader, a
 // timeout) is given up: its unacknowledged events are retried one by one,
@@ -70,7 +74,7 @@ type eventBatch struct {
 	p  *EventPublisher
 	fp jetstreamext.FastPublisher // nil: no batch open
 	// unacked[i] went out as batch sequence acked+1+i, at sentAt[i].
-	unacked []*nats.Msg
+	unacked []eventMsg
 	sentAt  []time.Time
 	acked   uint64
 	// broken: the last batch broke; events go singly until holdUntil and
@@ -87,18 +91,18 @@ func (b *eventBatch) overdue() bool {
 	return b.fp != nil && len(b.sentAt) > 0 && time.Since(b.sentAt[0]) >= batchMaxWait
 }
 
-func (b *eventBatch) add(ctx context.Context, msg *nats.Msg) {
+func (b *eventBatch) add(ctx context.Context, em eventMsg) {
 	if b.overdue() {
 		b.commit(ctx)
 	}
 	if b.broken {
 		if b.p.acknowledged.Load() == b.acknowledgedAtBreak || time.Now().Before(b.holdUntil) {
-			b.p.publish(ctx, msg)
+			b.p.publish(ctx, em)
 			return
 		}
 		b.broken = false
 	}
-	b.unacked = append(b.unacked, msg)
+	b.unacked = append(b.unacked, em)
 	b.sentAt = append(b.sentAt, time.Now())
 	if b.fp == nil {
 		fp, err := b.p.openBatch()
@@ -108,7 +112,7 @@ func (b *eventBatch) add(ctx context.Context, msg *nats.Msg) {
 		}
 		b.fp, b.acked = fp, 0
 	}
-	ack, err := b.fp.AddMsg(msg)
+	ack, err := b.fp.AddMsg(em.msg)
 	if err != nil {
 		b.abandon(ctx, err)
 		return
@@ -116,13 +120,18 @@ func (b *eventBatch) add(ctx context.Context, msg *nats.Msg) {
 	b.release(ack.AckSequence)
 }
 
-// release counts the events up to batch sequence seq as published.
+// release counts the events of the messages up to batch sequence seq as
+// published.
 func (b *eventBatch) release(seq uint64) {
 	if seq <= b.acked {
 		return
 	}
 	n := min(seq-b.acked, uint64(len(b.unacked)))
-	b.p.published.Add(n)
+	var events uint64
+	for _, em := range b.unacked[:n] {
+		events += uint64(em.events)
+	}
+	b.p.published.Add(events)
 	clear(b.unacked[:n]) // let the sent messages go
 	b.unacked, b.sentAt = b.unacked[n:], b.sentAt[n:]
 	b.acked = seq
@@ -131,7 +140,7 @@ func (b *eventBatch) release(seq uint64) {
 
 // abandon gives the open batch up after err: see eventBatch.
 func (b *eventBatch) abandon(ctx context.Context, err error) {
-	b.p.log.Warn().Err(err).Str("stream", b.p.stream).Int("unacknowledged", len(b.unacked)).
+	b.p.log.Warn().Err(err).Str("stream", b.p.stream).Int("unacknowledged_messages", len(b.unacked)).
 		Msg("decision event batch broke: retrying its unacknowledged events one by one")
 	if b.fp != nil && !b.fp.IsClosed() {
 		// Close with a context already done only ends the batch's
@@ -140,9 +149,9 @@ func (b *eventBatch) abandon(ctx context.Context, err error) {
 		cancel()
 		_, _ = b.fp.Close(cctx)
 	}
-	for _, msg := range b.unacked {
-		msg.Reply = "" // AddMsg set the batch's; a single publish makes its own
-		b.p.retryAsync(ctx, msg, err)
+	for _, em := range b.unacked {
+		em.msg.Reply = "" // AddMsg set the batch's; a single publish makes its own
+		b.p.retryAsync(ctx, em, err)
 	}
 	clear(b.unacked)
 	b.unacked, b.sentAt = b.unacked[:0], b.sentAt[:0]
@@ -172,7 +181,7 @@ func (b *eventBatch) commit(ctx context.Context) {
 	sent := b.acked + uint64(len(b.unacked))
 	b.release(min(ack.BatchSize, sent))
 	if len(b.unacked) > 0 {
-		b.abandon(ctx, fmt.Errorf("%w: the stream took %d of the batch's %d events", errBatchCut, ack.BatchSize, sent))
+		b.abandon(ctx, fmt.Errorf("%w: the stream took %d of the batch's %d messages", errBatchCut, ack.BatchSize, sent))
 	}
 }
 

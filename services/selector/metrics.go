@@ -50,7 +50,7 @@ func newMetrics(s *Service, reg prometheus.Registerer) *metrics {
 	}
 	reg.MustRegister(m.decisions, m.duration,
 		counter("events_published_total", "Decision events acknowledged by the stream.", s.events.published.Load),
-		counter("events_retried_total", "Decision event publish retries.", s.events.retried.Load),
+		counter("events_retried_total", "Decision event messages (one or more events each) sent again after a failed publish.", s.events.retried.Load),
 		counter("events_dropped_total", "Decision events dropped because the buffer was full.", s.events.dropped.Load),
 		counter("events_failed_total", "Decision events given up after every retry.", s.events.failed.Load),
 		counter("placements_reselected_total", "Placements selected again because the chosen GPU's reservations changed after the selection read them.", s.reselections.Load),

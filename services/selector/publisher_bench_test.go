@@ -2,6 +2,7 @@ package selector
 
 import (
 	"bytes"
+	"context"
 	"strconv"
 	"syscall"
 	"testing"
@@ -50,8 +51,13 @@ func BenchmarkEventPublisher(b *testing.B) {
 			if st := p.Stats(); st.Published != uint64(b.N) || st.Failed != 0 || st.Dropped != 0 {
 				b.Fatalf("stats %+v after %d events", st, b.N)
 			}
+			info, err := natstest.JetStream(b, nc).Stream(context.Background(), testEventStream)
+			if err != nil {
+				b.Fatal(err)
+			}
 			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
 			b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-us/event")
+			b.ReportMetric(float64(b.N)/float64(info.CachedInfo().State.Msgs), "events/msg")
 		})
 	}
 }

@@ -2,10 +2,13 @@ package selector
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +20,7 @@ import (
 	"github.com/synadia-io/orbit.go/jetstreamext"
 
 	"github.com/nlocalmodels/orchestrator/pkg/bus"
+	"github.com/nlocalmodels/orchestrator/pkg/events"
 	"github.com/nlocalmodels/orchestrator/pkg/natstest"
 )
 
@@ -78,50 +82,188 @@ func startEventPublisher(t testing.TB, nc *nats.Conn, es eventStream, retries in
 }
 
 func testEvent(id string) *nats.Msg {
-	msg := &nats.Msg{Subject: "test.events.code", Data: []byte(`{"event_id":"` + id + `"}`), Header: nats.Header{}}
+	return testEventOn("test.events.code", id)
+}
+
+func testEventOn(subject, id string) *nats.Msg {
+	msg := &nats.Msg{Subject: subject, Data: []byte(`{"event_id":"` + id + `"}`), Header: nats.Header{}}
 	msg.Header.Set(jetstream.MsgIDHeader, id)
 	return msg
 }
 
-func storedEvents(t testing.TB, nc *nats.Conn) uint64 {
+// stored is what an event stream holds.
+type stored struct {
+	// events counts the events of every message; ids lists them and data
+	// holds their JSON, in stream order; messages counts the messages.
+	events, messages uint64
+	ids              []string
+	data             [][]byte
+}
+
+// storedEvents reads every message of testEventStream.
+func storedEvents(t testing.TB, nc *nats.Conn) stored {
 	t.Helper()
-	st, err := natstest.JetStream(t, nc).Stream(context.Background(), testEventStream)
+	return readEvents(t, natstest.JetStream(t, nc), testEventStream)
+}
+
+// readEvents reads every message of stream. An event stored twice fails
+// the test; so does a message whose Nats-Msg-Id is not its first event's
+// id.
+func readEvents(t testing.TB, js jetstream.JetStream, stream string) stored {
+	t.Helper()
+	ctx := context.Background()
+	st, err := js.Stream(ctx, stream)
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := st.Info(context.Background())
+	info, err := st.Info(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return info.State.Msgs
+	var got stored
+	seen := map[string]bool{}
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		msg, err := st.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got.messages++
+		first := true
+		for data := range events.Each(msg.Data) {
+			var ev struct {
+				EventID string `json:"event_id"`
+			}
+			if err := json.Unmarshal(data, &ev); err != nil {
+				t.Fatalf("message %d: %v", seq, err)
+			}
+			if first && msg.Header.Get(jetstream.MsgIDHeader) != ev.EventID {
+				t.Fatalf("message %d has Nats-Msg-Id %q, its first event %q", seq, msg.Header.Get(jetstream.MsgIDHeader), ev.EventID)
+			}
+			first = false
+			if seen[ev.EventID] {
+				t.Fatalf("event %s stored twice", ev.EventID)
+			}
+			seen[ev.EventID] = true
+			got.events++
+			got.ids = append(got.ids, ev.EventID)
+			got.data = append(got.data, data)
+		}
+	}
+	return got
 }
 
 // Every event lands once in either mode: more than a batch's flow window
-// of them, and some sent twice (a retry of an event that had landed), which
-// the stream drops by Nats-Msg-Id.
+// of them, and some sent twice in messages of the same Nats-Msg-Id (as a
+// retry of a message that had landed), which the stream drops.
 func TestEventPublisherStoresEveryEventOnce(t *testing.T) {
 	for _, es := range []eventStream{batchedStream, asyncStream, unbatchedStream} {
 		t.Run(es.name, func(t *testing.T) {
 			_, nc := natstest.Start(t)
 			p, stop := startEventPublisher(t, nc, es, 5)
 			const n, again = 3 * batchFlow, 50
-			for i := range n {
+			// The first ones one at a time, each its own message.
+			for i := range again {
+				p.Publish(testEvent("ev-" + strconv.Itoa(i)))
+				eventually(t, "a single event sent", func() bool { return p.Stats().Sent == uint64(i+1) })
+			}
+			for i := again; i < n; i++ {
 				if !p.Publish(testEvent("ev-" + strconv.Itoa(i))) {
 					t.Fatalf("event %d dropped", i)
 				}
 			}
+			eventually(t, "every event sent", func() bool { return p.Stats().Sent == n })
+			// However these are packed, each message's id was a message's
+			// id before.
 			for i := range again {
 				p.Publish(testEvent("ev-" + strconv.Itoa(i)))
 			}
 			stop()
 			st := p.Stats()
-			if st.Published != n+again || st.Failed != 0 || st.Dropped != 0 || st.Retried != 0 || st.Buffered != 0 || st.Batched != es.allowBatch {
-				t.Fatalf("stats %+v, want %d published, batched %v", st, n+again, es.allowBatch)
+			if st.Sent != n+again || st.Published != n+again || st.Failed != 0 || st.Dropped != 0 || st.Retried != 0 || st.Buffered != 0 || st.Batched != es.allowBatch {
+				t.Fatalf("stats %+v, want %d sent and published, batched %v", st, n+again, es.allowBatch)
 			}
-			if got := storedEvents(t, nc); got != n {
-				t.Fatalf("stream holds %d events, want %d", got, n)
+			if got := storedEvents(t, nc); got.events != n {
+				t.Fatalf("stream holds %d events, want %d", got.events, n)
 			}
 		})
+	}
+}
+
+// The events queued when the publisher takes one are packed: one message
+// per subject, in order, at most packRound events and packMaxBytes each.
+func TestEventPublisherPacksQueuedEvents(t *testing.T) {
+	tests := []struct {
+		name     string
+		subjects []string
+		n        int
+		// size pads each event's data to this many bytes (0: as testEvent).
+		size         int
+		wantMessages uint64
+	}{
+		{name: "one subject", subjects: []string{"test.events.code"}, n: 600, wantMessages: 3},
+		{name: "two subjects", subjects: []string{"test.events.code", "test.events.math"}, n: 100, wantMessages: 2},
+		{name: "by size", subjects: []string{"test.events.code"}, n: 20, size: 10 << 10, wantMessages: 4},
+	}
+	for _, tc := range tests {
+		for _, es := range []eventStream{batchedStream, unbatchedStream} {
+			t.Run(tc.name+", "+es.name, func(t *testing.T) {
+				_, nc := natstest.Start(t)
+				var want []string
+				// Queued before Run, so that its first rounds find them all.
+				p, stop := startEventPublisher(t, nc, es, 5, func(p *EventPublisher) {
+					for i := range tc.n {
+						id := fmt.Sprintf("ev-%03d", i)
+						msg := testEventOn(tc.subjects[i%len(tc.subjects)], id)
+						if tc.size > 0 {
+							msg.Data = []byte(fmt.Sprintf(`{"event_id":%q,"pad":"%s"}`, id, strings.Repeat("x", tc.size-len(id)-22)))
+						}
+						p.Publish(msg)
+						want = append(want, id)
+					}
+				})
+				stop()
+				if st := p.Stats(); st.Sent != uint64(tc.n) || st.Published != uint64(tc.n) || st.Failed != 0 {
+					t.Fatalf("stats %+v, want %d sent and published", st, tc.n)
+				}
+				got := storedEvents(t, nc)
+				// Without batches, EventPublishers goroutines share the
+				// queue, and how they split it is up to the scheduler.
+				if got.events != uint64(tc.n) || (es.allowBatch && got.messages != tc.wantMessages) {
+					t.Fatalf("stream holds %d events in %d messages, want %d in %d", got.events, got.messages, tc.n, tc.wantMessages)
+				}
+				slices.Sort(got.ids)
+				if !slices.Equal(got.ids, want) {
+					t.Fatalf("stored %v, want %v", got.ids, want)
+				}
+			})
+		}
+	}
+}
+
+// Packing never writes into a queued event's data, which its caller may
+// share (the bench publishes one recorded event many times).
+func TestEventPublisherLeavesEventDataAlone(t *testing.T) {
+	shared := make([]byte, 0, 1024)
+	shared = append(shared, `{"event_id":"shared"}`...)
+	k := packer{}
+	var sent []eventMsg
+	for i := range 3 {
+		msg := &nats.Msg{Subject: "test.events.code", Data: shared, Header: nats.Header{}}
+		msg.Header.Set(jetstream.MsgIDHeader, strconv.Itoa(i))
+		k.add(msg, packMaxBytes, func(em eventMsg) { sent = append(sent, em) })
+	}
+	k.flush(func(em eventMsg) { sent = append(sent, em) })
+	if len(sent) != 1 || sent[0].events != 3 {
+		t.Fatalf("sent %d messages (%+v), want one of 3 events", len(sent), sent)
+	}
+	if string(shared[:cap(shared)][len(shared):len(shared)+1]) != "\x00" || string(shared) != `{"event_id":"shared"}` {
+		t.Fatalf("the shared data was written into: %q", shared[:len(shared)+32])
+	}
+	if want := strings.Repeat(`{"event_id":"shared"}`+"\n", 3); string(sent[0].msg.Data)+"\n" != want {
+		t.Fatalf("packed %q, want %q", sent[0].msg.Data, want)
 	}
 }
 
@@ -153,8 +295,8 @@ func TestEventPublishersOfReplicasShareTheStream(t *testing.T) {
 			t.Errorf("replica %d: stats %+v, want %d published in batches, none retried", r, st, n)
 		}
 	}
-	if got := storedEvents(t, nc); got != replicas*n {
-		t.Fatalf("stream holds %d events, want %d", got, replicas*n)
+	if got := storedEvents(t, nc); got.events != replicas*n {
+		t.Fatalf("stream holds %d events, want %d", got.events, replicas*n)
 	}
 }
 
@@ -194,7 +336,7 @@ func TestEventPublisherResendsABrokenBatch(t *testing.T) {
 			for i := range n / 2 {
 				p.Publish(testEvent(fmt.Sprintf("before-%d", i)))
 			}
-			eventually(t, "the first events stored", func() bool { return storedEvents(t, nc) == n/2 })
+			eventually(t, "the first events stored", func() bool { return storedEvents(t, nc).events == n/2 })
 			srv.Shutdown()
 			srv.WaitForShutdown()
 			srv = start(port)
@@ -208,9 +350,9 @@ func TestEventPublisherResendsABrokenBatch(t *testing.T) {
 			}
 			// Whether a batch was open at the restart (and its events retried)
 			// depends on timing: the idle commit may have closed it just before.
-			t.Logf("%d events retried", st.Retried)
-			if got := storedEvents(t, nc); got != n {
-				t.Fatalf("stream holds %d events, want %d", got, n)
+			t.Logf("%d messages retried", st.Retried)
+			if got := storedEvents(t, nc); got.events != n {
+				t.Fatalf("stream holds %d events, want %d", got.events, n)
 			}
 		})
 	}
@@ -288,24 +430,27 @@ func (b *cutBatch) Close(context.Context) (*jetstreamext.BatchAck, error) {
 
 func (b *cutBatch) IsClosed() bool { return false }
 
-// A batch whose final acknowledgement counts fewer events than were sent in
-// it: the events past the count are sent again, not counted as published.
+// A batch whose final acknowledgement counts fewer messages than were sent
+// in it: the messages past the count are sent again, and their events not
+// counted as published before that.
 func TestEventPublisherResendsWhatACutBatchLost(t *testing.T) {
 	_, nc := natstest.Start(t)
-	const sent, taken = 10, 4
+	// Ten messages: two events on each of five subjects, queued before Run.
+	const subjects, perSubject, taken = 5, 2, 4
 	p, stop := startEventPublisher(t, nc, batchedStream, 5, func(p *EventPublisher) {
 		p.openBatch = func() (jetstreamext.FastPublisher, error) { return &cutBatch{takes: taken}, nil }
+		for i := range subjects * perSubject {
+			p.Publish(testEventOn(fmt.Sprintf("test.events.s%d", i%subjects), "cut-"+strconv.Itoa(i)))
+		}
 	})
-	for i := range sent {
-		p.Publish(testEvent("cut-" + strconv.Itoa(i)))
-	}
 	stop()
+	const total = subjects * perSubject
 	st := p.Stats()
-	if st.Published != sent || st.Failed != 0 || st.Retried != sent-taken {
-		t.Fatalf("stats %+v, want %d published, %d of them retried", st, sent, sent-taken)
+	if st.Published != total || st.Failed != 0 || st.Retried != subjects-taken {
+		t.Fatalf("stats %+v, want %d published, %d messages retried", st, total, subjects-taken)
 	}
 	// The fake took the first ones without storing them; the retries did.
-	if got := storedEvents(t, nc); got != sent-taken {
-		t.Fatalf("stream holds %d events, want the %d retried", got, sent-taken)
+	if got := storedEvents(t, nc); got.events != (subjects-taken)*perSubject || got.messages != subjects-taken {
+		t.Fatalf("stream holds %d events in %d messages, want the %d retried", got.events, got.messages, subjects-taken)
 	}
 }

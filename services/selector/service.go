@@ -603,13 +603,17 @@ func (s *Service) fail(req micro.Request, l labels, code string, err error, nc *
 
 // Stats are the selector's counters, also served by `nats micro stats selector`.
 type Stats struct {
-	Selections      uint64            `json:"selections"`
-	Errors          map[string]uint64 `json:"errors"`
-	EventsPublished uint64            `json:"events_published"`
-	EventsRetried   uint64            `json:"events_retried"`
-	EventsDropped   uint64            `json:"events_dropped"`
-	EventsFailed    uint64            `json:"events_failed"`
-	EventsBuffered  int               `json:"events_buffered"`
+	Selections uint64            `json:"selections"`
+	Errors     map[string]uint64 `json:"errors"`
+	// EventsSent went to the stream, acknowledged or not yet;
+	// EventsPublished were acknowledged; EventsRetried counts messages of
+	// events sent again (a message holds one event or more).
+	EventsSent      uint64 `json:"events_sent"`
+	EventsPublished uint64 `json:"events_published"`
+	EventsRetried   uint64 `json:"events_retried"`
+	EventsDropped   uint64 `json:"events_dropped"`
+	EventsFailed    uint64 `json:"events_failed"`
+	EventsBuffered  int    `json:"events_buffered"`
 	// EventsBatched tells that events go out as fast-ingest batches (the
 	// stream allows them), not one acknowledged publish each.
 	EventsBatched bool `json:"events_batched"`
@@ -630,7 +634,7 @@ func (s *Service) Stats() Stats {
 	ev := s.events.Stats()
 	st := Stats{
 		Selections: s.selections.Load(), Errors: map[string]uint64{},
-		EventsPublished: ev.Published, EventsRetried: ev.Retried,
+		EventsSent: ev.Sent, EventsPublished: ev.Published, EventsRetried: ev.Retried,
 		EventsDropped: ev.Dropped, EventsFailed: ev.Failed,
 		EventsBuffered: ev.Buffered, EventsBatched: ev.Batched, Reselections: s.reselections.Load(),
 	}

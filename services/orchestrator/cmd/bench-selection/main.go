@@ -526,7 +526,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "\nwire: %d events dropped (buffer full)\n", wr.events.Stats().Dropped)
 	fmt.Fprintf(out, "selector: %d selections, %d events published, %d dropped, %d failed\n", st.Selections, st.EventsPublished, st.EventsDropped, st.EventsFailed)
-	fmt.Fprintf(out, "metrics-sink (%d): drained a backlog of %d events into %s in %s: %.0f rows/s ingest (%.1fx the selector's best %.0f selections/s); largest consumer lag seen %d, lag at the end %d\n",
+	fmt.Fprintf(out, "metrics-sink (%d): drained a backlog of %d events into %s in %s: %.0f rows/s ingest (%.1fx the selector's best %.0f selections/s); largest consumer lag seen %d messages, lag at the end %d\n",
 		o.sinks, inserted, store, drain.Round(time.Millisecond), ingest, ingest/best, best, maxLag, lag)
 	if faults > 0 {
 		return fmt.Errorf("the sinks met %d poison messages or store errors (stored %d of %d events)", faults, n, st.EventsPublished)
@@ -564,10 +564,11 @@ type sustained struct {
 // lasts. The selector's rate here is what it reaches with the sinks sharing
 // the machine and the stream; the drain before measured the sinks without
 // that competition. Rates are over the load alone: events the selector
-// still holds when it ends are reported apart. The stream's intake comes
-// from its last sequence; the backlog, sampled every 10 ms, from the
-// selector's count of acknowledged events, which trails the stream by up
-// to a few flow acknowledgements of a batch (a couple of thousand events).
+// still holds when it ends are reported apart. The stream's intake is the
+// events the selector sent, in the messages its last sequence counts; the
+// backlog, sampled every 10 ms, comes from the selector's count of
+// acknowledged events, which trails the stream by up to a few flow
+// acknowledgements of a batch.
 func sustain(ctx context.Context, out io.Writer, client *nats.Conn, sel *selector.Service, bodies [][]byte, p sustained) error {
 	js, err := jetstream.New(client)
 	if err != nil {
@@ -639,7 +640,8 @@ func sustain(ctx context.Context, out io.Writer, client *nats.Conn, sel *selecto
 	catchUp := time.Since(loadEnd)
 
 	secs := r.elapsed.Seconds()
-	took := float64(seqAtEnd-seqBefore) / secs
+	took := float64(atEnd.EventsSent-before.EventsSent) / secs
+	messages := float64(seqAtEnd-seqBefore) / secs
 	stored := float64(insertedAtEnd-insertedBefore) / secs
 	verb := "stored"
 	if p.discard {
@@ -647,8 +649,8 @@ func sustain(ctx context.Context, out io.Writer, client *nats.Conn, sel *selecto
 	}
 	fmt.Fprintf(out, "\nsustained, %d in flight for %s with the sinks consuming: %.0f selections/s (%.2f of echo; %.2fx the selections alone), p50 %s, p99 %s, %d events dropped, %s cores busy (this process)\n",
 		p.inflight, p.duration, r.rate(), r.rate()/p.echo.rate(), r.rate()/p.alone.rate(), us(r.p50), us(r.p99), atEnd.EventsDropped-before.EventsDropped, r.coresBusy())
-	fmt.Fprintf(out, "during the load the stream took in %.0f events/s and the sinks %s %.0f rows/s into %s (%.2fx the selections); %d events were still in the selector when it ended\n",
-		took, verb, stored, p.storeName, stored/r.rate(), eventsHeld(atEnd))
+	fmt.Fprintf(out, "during the load the stream took in %.0f events/s in %.0f messages/s (%.1f events each) and the sinks %s %.0f rows/s into %s (%.2fx the selections); %d events were still in the selector when it ended\n",
+		took, messages, took/max(messages, 1e-9), verb, stored, p.storeName, stored/r.rate(), eventsHeld(atEnd))
 	var trail []string
 	for _, b := range eighths {
 		if b < 0 {

@@ -40,7 +40,7 @@ func TestRunReportsEveryPhase(t *testing.T) {
 				`(?m)^\| 4 \| \d+ \| `,
 				`metrics-sink \(` + strconv.Itoa(o.sinks) + `\): drained a backlog of [1-9]\d* events into ` + tc.store,
 				`sustained, 4 in flight for 200ms with the sinks consuming: [1-9]\d* selections/s .* 0 events dropped, `,
-				`during the load the stream took in \d+ events/s and the sinks ` + tc.verb + ` \d+ rows/s into ` + tc.store,
+				`during the load the stream took in [1-9]\d* events/s in [1-9]\d* messages/s \(\d+\.\d events each\) and the sinks ` + tc.verb + ` \d+ rows/s into ` + tc.store,
 				`backlog \(in the stream, not yet stored\) at each eighth of the load: ((\d+|-) ){7}(\d+|-); largest \d+; \d+ when the load ended; all stored \d`,
 			} {
 				if !regexp.MustCompile(want).MatchString(out.String()) {

@@ -228,9 +228,9 @@ JSON line, with the decision's inputs.`,
 					shown++
 					return p.print(&r.Event)
 				}, func(scanned, total uint64) {
-					prog.update(false, "replayed %d of %d events", scanned, total)
+					prog.update(false, "read %d of %d messages", scanned, total)
 				})
-				prog.update(true, "replayed %d of %d events, %d shown, %d undecodable", st.Scanned, st.Total, shown, st.Undecodable)
+				prog.update(true, "replayed %d events (%d of %d messages), %d shown, %d undecodable", st.Delivered, st.Scanned, st.Total, shown, st.Undecodable)
 				return err
 			})
 		},

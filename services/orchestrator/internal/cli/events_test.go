@@ -59,15 +59,15 @@ func TestEventsReplay(t *testing.T) {
 		wantIDs []string
 		stderr  []string
 	}{
-		{name: "last hour", args: []string{"--since", "1h"}, wantIDs: []string{"req-0", "req-1", "req-2", "req-3"}, stderr: []string{"replayed 4 of 4 events, 4 shown"}},
+		{name: "last hour", args: []string{"--since", "1h"}, wantIDs: []string{"req-0", "req-1", "req-2", "req-3"}, stderr: []string{"replayed 4 events (", "4 shown"}},
 		{name: "one category", args: []string{"--since", "1h", "--category", "code"}, wantIDs: []string{"req-0", "req-2"}, stderr: []string{"2 shown"}},
 		{name: "a category the registry lacks", args: []string{"--since", "1h", "--category", "cooking"}, stderr: []string{`no category "cooking"`, "code", "0 shown"}},
 		{
 			name:   "RFC 3339 window before the decisions",
 			args:   []string{"--since", before.Add(-time.Hour).Format(time.RFC3339), "--until", before.Add(-time.Minute).Format(time.RFC3339)},
-			stderr: []string{"replayed 0 of"},
+			stderr: []string{"replayed 0 events (0 of"},
 		},
-		{name: "window after the decisions", args: []string{"--since", time.Now().Add(time.Hour).Format(time.RFC3339)}, stderr: []string{"replayed 0 of 0"}},
+		{name: "window after the decisions", args: []string{"--since", time.Now().Add(time.Hour).Format(time.RFC3339)}, stderr: []string{"replayed 0 events (0 of 0 messages)"}},
 		{name: "no --since", args: nil, code: 2, stderr: []string{"--since is required"}},
 		{name: "bad --since", args: []string{"--since", "yesterday"}, code: 2, stderr: []string{`"yesterday"`, "RFC 3339"}},
 		{name: "until before since", args: []string{"--since", "1h", "--until", "2h"}, code: 1, stderr: []string{"before --since"}},

@@ -18,6 +18,7 @@ import (
 	"github.com/nlocalmodels/orchestrator/pkg/selection"
 	gputelemetry "github.com/nlocalmodels/orchestrator/services/gpu-telemetry"
 	"github.com/nlocalmodels/orchestrator/services/orchestrator/internal/allinone"
+	"github.com/nlocalmodels/orchestrator/services/orchestrator/internal/eventlog"
 )
 
 // waitLimit bounds every wait in these tests: a safety net, not a speed assertion.
@@ -147,12 +148,12 @@ func (ts *testSystem) waitEvents(t *testing.T, n uint64) {
 	t.Helper()
 	js := natstest.JetStream(t, ts.nc)
 	eventually(t, "events in the stream", func() error {
-		st, err := js.Stream(testCtx(t), bus.SelectionStream)
+		st, err := eventlog.Replay(testCtx(t), js, eventlog.Window{}, func(eventlog.Record) error { return nil }, nil)
 		if err != nil {
 			return err
 		}
-		if got := st.CachedInfo().State.Msgs; got < n {
-			return fmt.Errorf("%d events, want %d", got, n)
+		if st.Delivered < n {
+			return fmt.Errorf("%d events, want %d", st.Delivered, n)
 		}
 		return nil
 	})

@@ -87,9 +87,9 @@ category:
 					tally.Add(rs.Rescore(&r.Event))
 					return nil
 				}, func(scanned, total uint64) {
-					prog.update(false, "re-scored %d of %d events", scanned, total)
+					prog.update(false, "read %d of %d messages", scanned, total)
 				})
-				prog.update(true, "re-scored %d of %d events (%d undecodable)", st.Scanned, st.Total, st.Undecodable)
+				prog.update(true, "re-scored %d events (%d of %d messages, %d undecodable)", st.Delivered, st.Scanned, st.Total, st.Undecodable)
 				if err != nil {
 					return err
 				}

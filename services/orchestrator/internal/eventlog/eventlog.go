@@ -52,7 +52,9 @@ type Window struct {
 // Record is one stored event.
 type Record struct {
 	Event events.SelectionEvent
-	// Seq and Stored are the stream sequence and the time the stream stored it.
+	// Seq and Stored are the stream sequence and the time the stream stored
+	// the message the event came in; the events packed in one message
+	// share them.
 	Seq     uint64
 	Stored  time.Time
 	Subject string
@@ -60,11 +62,11 @@ type Record struct {
 
 // Stats sums up a replay.
 type Stats struct {
-	// Total is how many events the stream held from Since to its end when the
-	// replay started; Scanned how many of them were read (fewer when Until
-	// ends the window first).
+	// Total is how many messages the stream held from Since to its end
+	// when the replay started; Scanned how many of them were read (fewer
+	// when Until ends the window first). A message holds one event or more.
 	Total, Scanned uint64
-	// Delivered were handed to the callback; Undecodable were skipped.
+	// Delivered events were handed to the callback; Undecodable were skipped.
 	Delivered, Undecodable uint64
 }
 
@@ -121,10 +123,12 @@ func Replay(ctx context.Context, js jetstream.JetStream, w Window, fn func(Recor
 			return st, nil
 		}
 		st.Scanned++
-		rec := Record{Seq: seq, Stored: md.Timestamp, Subject: msg.Subject()}
-		if err := json.Unmarshal(msg.Data(), &rec.Event); err != nil {
-			st.Undecodable++
-		} else {
+		for data := range events.Each(msg.Data()) {
+			rec := Record{Seq: seq, Stored: md.Timestamp, Subject: msg.Subject()}
+			if err := json.Unmarshal(data, &rec.Event); err != nil {
+				st.Undecodable++
+				continue
+			}
 			st.Delivered++
 			if err := fn(rec); err != nil {
 				if errors.Is(err, ErrStop) {
@@ -176,19 +180,23 @@ func Tail(ctx context.Context, js jetstream.JetStream, category string, fn func(
 			}
 			return skipped, fmt.Errorf("%w: %w", ErrStream, err)
 		}
-		rec := Record{Subject: msg.Subject()}
+		var seq uint64
+		var stored time.Time
 		if md, err := msg.Metadata(); err == nil {
-			rec.Seq, rec.Stored = md.Sequence.Stream, md.Timestamp
+			seq, stored = md.Sequence.Stream, md.Timestamp
 		}
-		if err := json.Unmarshal(msg.Data(), &rec.Event); err != nil {
-			skipped++
-			continue
-		}
-		if err := fn(rec); err != nil {
-			if errors.Is(err, ErrStop) {
-				return skipped, nil
+		for data := range events.Each(msg.Data()) {
+			rec := Record{Seq: seq, Stored: stored, Subject: msg.Subject()}
+			if err := json.Unmarshal(data, &rec.Event); err != nil {
+				skipped++
+				continue
 			}
-			return skipped, err
+			if err := fn(rec); err != nil {
+				if errors.Is(err, ErrStop) {
+					return skipped, nil
+				}
+				return skipped, err
+			}
 		}
 	}
 }

@@ -62,16 +62,25 @@ func TestReplay(t *testing.T) {
 	if err != nil || empty != (Stats{}) {
 		t.Fatalf("empty stream: %+v, %v", empty, err)
 	}
-	for i := range 5 {
+	event := func(i int) []byte {
 		data, err := json.Marshal(events.SelectionEvent{EventID: fmt.Sprint("e", i), TaskCategory: "code"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		publish(t, ctx, js, "code", data)
+		return data
+	}
+	for i := range 5 {
+		publish(t, ctx, js, "code", event(i))
 		if i == 2 {
 			publish(t, ctx, js, "code", []byte("not json"))
 		}
 	}
+	// A message the selector packed under load: three events, one broken.
+	var packed []byte
+	for _, ev := range [][]byte{event(5), []byte(`{"event_id":`), event(6)} {
+		packed = events.AppendToMessage(packed, ev)
+	}
+	publish(t, ctx, js, "code", packed)
 	tests := []struct {
 		name    string
 		stopAt  int
@@ -80,15 +89,18 @@ func TestReplay(t *testing.T) {
 		// wantProgress: the scanned counts reported, in order.
 		wantProgress []uint64
 	}{
-		{name: "everything", want: Stats{Total: 6, Scanned: 6, Delivered: 5, Undecodable: 1}, wantIDs: 5, wantProgress: []uint64{1, 2, 3, 4, 5, 6}},
-		{name: "stopped by the callback", stopAt: 2, want: Stats{Total: 6, Scanned: 2, Delivered: 2}, wantIDs: 2, wantProgress: []uint64{1}},
+		{name: "everything", want: Stats{Total: 7, Scanned: 7, Delivered: 7, Undecodable: 2}, wantIDs: 7, wantProgress: []uint64{1, 2, 3, 4, 5, 6, 7}},
+		{name: "stopped by the callback", stopAt: 2, want: Stats{Total: 7, Scanned: 2, Delivered: 2}, wantIDs: 2, wantProgress: []uint64{1}},
+		{name: "stopped inside a packed message", stopAt: 6, want: Stats{Total: 7, Scanned: 7, Delivered: 6, Undecodable: 1}, wantIDs: 6, wantProgress: []uint64{1, 2, 3, 4, 5, 6}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			var ids []string
+			var seqs []uint64
 			var progress []uint64
 			st, err := Replay(ctx, js, Window{}, func(r Record) error {
 				ids = append(ids, r.Event.EventID)
+				seqs = append(seqs, r.Seq)
 				if len(ids) == tc.stopAt {
 					return ErrStop
 				}
@@ -103,6 +115,12 @@ func TestReplay(t *testing.T) {
 			if !slices.Equal(progress, tc.wantProgress) {
 				t.Fatalf("progress %v, want %v", progress, tc.wantProgress)
 			}
+			if want := fmt.Sprint("e", len(ids)-1); ids[len(ids)-1] != want {
+				t.Fatalf("ids %v, want the last %s", ids, want)
+			}
+			if len(seqs) == 7 && (seqs[5] != 7 || seqs[6] != 7) {
+				t.Fatalf("the packed events' sequences %v, want both 7", seqs[5:])
+			}
 		})
 	}
 	boom := errors.New("boom")
@@ -111,5 +129,47 @@ func TestReplay(t *testing.T) {
 	}
 	if _, err := Replay(ctx, js, Window{Since: time.Now(), Until: time.Now().Add(-time.Hour)}, nil, nil); !errors.Is(err, ErrWindow) {
 		t.Fatalf("inverted window: %v", err)
+	}
+}
+
+// Tail hands over every event of a packed message, of its category only.
+func TestTailReadsPackedMessages(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, nc := natstest.Start(t)
+	js := natstest.JetStream(t, nc)
+
+	var packed []byte
+	for _, ev := range []string{`{"event_id":"a","task_category":"code"}`, `not json`, `{"event_id":"b","task_category":"code"}`} {
+		packed = events.AppendToMessage(packed, []byte(ev))
+	}
+	ready := make(chan struct{})
+	type result struct {
+		ids     []string
+		skipped uint64
+		err     error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		r.skipped, r.err = Tail(ctx, js, "code", func(rec Record) error {
+			r.ids = append(r.ids, rec.Event.EventID)
+			if len(r.ids) == 3 {
+				return ErrStop
+			}
+			return nil
+		}, func() { close(ready) })
+		done <- r
+	}()
+	<-ready
+	publish(t, ctx, js, "math", []byte(`{"event_id":"other","task_category":"math"}`))
+	publish(t, ctx, js, "code", packed)
+	publish(t, ctx, js, "code", []byte(`{"event_id":"c","task_category":"code"}`))
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if want := []string{"a", "b", "c"}; !slices.Equal(r.ids, want) || r.skipped != 1 {
+		t.Fatalf("tail read %v skipping %d, want %v skipping 1", r.ids, r.skipped, want)
 	}
 }

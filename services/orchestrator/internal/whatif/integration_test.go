@@ -166,34 +166,25 @@ func (r *rig) recorded(t *testing.T, n int) []events.SelectionEvent {
 	t.Helper()
 	deadline := time.Now().Add(waitLimit)
 	for {
-		st, err := r.js.Stream(testCtx(t), bus.SelectionStream)
+		var evs []events.SelectionEvent
+		st, err := eventlog.Replay(testCtx(t), r.js, eventlog.Window{}, func(rec eventlog.Record) error {
+			evs = append(evs, rec.Event)
+			return nil
+		}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		info, err := st.Info(testCtx(t))
-		if err != nil {
-			t.Fatal(err)
+		if len(evs) > n || st.Undecodable != 0 {
+			t.Fatalf("replayed %d events (%d undecodable), want %d", len(evs), st.Undecodable, n)
 		}
-		if info.State.Msgs >= uint64(n) {
-			break
+		if len(evs) == n {
+			return evs
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d events in %s, want %d", info.State.Msgs, bus.SelectionStream, n)
+			t.Fatalf("%d events in %s, want %d", len(evs), bus.SelectionStream, n)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	var evs []events.SelectionEvent
-	st, err := eventlog.Replay(testCtx(t), r.js, eventlog.Window{}, func(rec eventlog.Record) error {
-		evs = append(evs, rec.Event)
-		return nil
-	}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(evs) != n || st.Undecodable != 0 {
-		t.Fatalf("replayed %d events (%d undecodable), want %d", len(evs), st.Undecodable, n)
-	}
-	return evs
 }
 
 func gpu(host string, index int, util, temp float64) telemetry.Sample {
