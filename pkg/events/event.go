@@ -24,7 +24,8 @@ type SelectionEvent struct {
 	GPUID               *int    `json:"gpu_id,omitempty"`
 	SelectionDurationMs float64 `json:"selection_duration_ms"`
 
-	// EventID is unique per decision and is the Nats-Msg-Id (dedup) and the row key.
+	// EventID is unique per decision and the row key; it is the Nats-Msg-Id
+	// (dedup) of the message it is the first event of.
 	EventID       string                  `json:"event_id"`
 	RequestID     string                  `json:"request_id,omitempty"`
 	Host          string                  `json:"host,omitempty"`

@@ -8,7 +8,9 @@
 // fields; rows are keyed by event_id and inserted with ON CONFLICT DO NOTHING,
 // so a redelivered event never makes a second row. Messages are acked only
 // after the commit; a failed commit naks them with a delay and is retried. A
-// message that is no storable event is terminated and counted, never retried.
+// message carries one event or several (the selector packs them under load,
+// one per line). An event that cannot be stored is counted as poison and
+// skipped; a message with no storable event is terminated, never retried.
 //
 // Stores: SQLite (a file in WAL mode, pure Go, the default) and PostgreSQL
 // (pgx) for a postgres:// URL; see OpenStore. The seed's three analysis

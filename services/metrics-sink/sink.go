@@ -209,7 +209,7 @@ func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	cons, err := s.js.CreateOrUpdateConsumer(ctx, bus.SelectionStream, cfg)
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeMaxAckPendingExceeded {
-		return nil, fmt.Errorf("%w: %s on stream %s: a server, account or stream limit is below the %d unacknowledged events it asks for (%d sinks x %d batches x SINK_BATCH_SIZE %d): raise that limit or lower SINK_BATCH_SIZE: %w",
+		return nil, fmt.Errorf("%w: %s on stream %s: a server, account or stream limit is below the %d unacknowledged messages it asks for (%d sinks x %d batches x SINK_BATCH_SIZE %d): raise that limit or lower SINK_BATCH_SIZE: %w",
 			ErrConsumer, bus.SinkConsumer, bus.SelectionStream, cfg.MaxAckPending, MaxSharedSinks, batchesPerSink, s.cfg.BatchSize, err)
 	}
 	if err != nil {
@@ -312,10 +312,11 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	return nil
 }
 
-// fetch pulls up to size messages, waiting at most wait for them: batches
-// are cut by size and by time. It returns what arrived even with an error.
-func fetch(cons jetstream.Consumer, size int, wait time.Duration) ([]jetstream.Msg, error) {
-	batch, err := cons.Fetch(size, jetstream.FetchMaxWait(wait))
+// fetch pulls up to size messages of up to maxBytes together, waiting at
+// most wait for them: batches are cut by size and by time. It returns what
+// arrived even with an error.
+func fetch(cons jetstream.Consumer, size, maxBytes int, wait time.Duration) ([]jetstream.Msg, error) {
+	batch, err := cons.Fetch(size, jetstream.FetchMaxBytes(maxBytes), jetstream.FetchMaxWait(wait))
 	if err != nil {
 		return nil, err
 	}
@@ -335,28 +336,34 @@ type fetched struct {
 	// msgs holds the batch's messages with a storable event: each is
 	// acknowledged once its events are stored.
 	msgs []jetstream.Msg
-	// mostPerMessage is the most events one message of the batch held.
-	mostPerMessage int
-	err            error
+	// events and bytes count what the pull brought, storable or not.
+	events, bytes int
+	err           error
 }
+
+// firstBytesPerEvent sizes the first pull: a little above a typical event.
+const firstBytesPerEvent = 4 << 10
 
 // fetchBatches pulls and decodes batches into out until ctx ends or the
 // connection closes, then closes out. A failed fetch is counted and retried
 // with backoff; a consumer that disappeared is recreated.
 //
-// A pull asks for as many messages as keep a batch near BatchSize events:
-// BatchSize over the most events a message held in the last pull, and at
-// first over events.MaxPerMessage, since a backlog packed by the selector
-// holds up to that many per message.
+// A pull asks for BatchSize messages and BatchSize events' worth of bytes,
+// at the size of the events of the last pull: a message holds one event
+// or, packed by the selector, up to events.MaxPerMessage, so its count
+// alone would not bound the events. write commits at most BatchSize events
+// per transaction.
 func (s *Service) fetchBatches(ctx context.Context, cons func() jetstream.Consumer, recreate func(), out chan<- fetched) {
 	defer close(out)
 	backoff := retryMin
-	perMessage := events.MaxPerMessage
+	bytesPerEvent := firstBytesPerEvent
+	// A pull must have room for the largest message, or the server refuses it.
+	leastBytes := int(s.js.Conn().MaxPayload()) + 4<<10
 	for ctx.Err() == nil {
-		msgs, ferr := fetch(cons(), max(1, s.cfg.BatchSize/perMessage), s.cfg.BatchWait)
+		msgs, ferr := fetch(cons(), s.cfg.BatchSize, max(leastBytes, s.cfg.BatchSize*bytesPerEvent), s.cfg.BatchWait)
 		b := s.decode(msgs)
-		if len(msgs) > 0 {
-			perMessage = max(1, b.mostPerMessage)
+		if b.events > 0 {
+			bytesPerEvent = max(1, b.bytes/b.events)
 		}
 		if len(b.recs) > 0 {
 			out <- b
@@ -379,15 +386,9 @@ func (s *Service) fetchBatches(ctx context.Context, cons func() jetstream.Consum
 	}
 }
 
-// decodeChunk is the fewest messages one decoding goroutine takes: below
+// decodeChunk is the fewest events one decoding goroutine takes: below
 // it, starting one costs more than it saves.
 const decodeChunk = 128
-
-// decoded is what one message's events decoded to.
-type decoded struct {
-	recs []Record
-	errs []error
-}
 
 // decode turns fetched messages into records, on up to GOMAXPROCS
 // goroutines: decoding and encoding event_json cost about what the writer
@@ -402,80 +403,85 @@ func (s *Service) decode(msgs []jetstream.Msg) fetched {
 		now := time.Now()
 		s.stats.update(func(st *Stats, _ *rateMeter) { st.ConsumerLag, st.LagUpdated = meta.NumPending, now })
 	}
-	out := make([]decoded, len(msgs))
-	workers := min(runtime.GOMAXPROCS(0), (len(msgs)+decodeChunk-1)/decodeChunk)
-	per := (len(msgs) + workers - 1) / workers
+	b := fetched{msgs: make([]jetstream.Msg, 0, len(msgs))}
+	// Every event of the pull, with the message it came in, so that the
+	// decoding splits by events, however they are packed.
+	var lines [][]byte
+	var lineFrom []int
+	for i, m := range msgs {
+		b.bytes += len(m.Data())
+		n := len(lines)
+		for data := range events.Each(m.Data()) {
+			lines = append(lines, data)
+			lineFrom = append(lineFrom, i)
+		}
+		if len(lines) == n {
+			s.poison(m, fmt.Errorf("%w: an empty message", ErrBadEvent))
+		}
+	}
+	b.events = len(lines)
+	recs := make([]Record, len(lines))
+	errs := make([]error, len(lines))
+	workers := max(1, min(runtime.GOMAXPROCS(0), (len(lines)+decodeChunk-1)/decodeChunk))
+	per := max(1, (len(lines)+workers-1)/workers)
 	var wg sync.WaitGroup
-	for lo := 0; lo < len(msgs); lo += per {
-		hi := min(lo+per, len(msgs))
+	for lo := 0; lo < len(lines); lo += per {
+		hi := min(lo+per, len(lines))
 		wg.Go(func() {
 			for i := lo; i < hi; i++ {
-				for data := range events.Each(msgs[i].Data()) {
-					rec, err := DecodeRecord(data)
-					if err != nil {
-						out[i].errs = append(out[i].errs, err)
-						continue
-					}
-					out[i].recs = append(out[i].recs, rec)
-				}
+				recs[i], errs[i] = DecodeRecord(lines[i])
 			}
 		})
 	}
 	wg.Wait()
-	b := fetched{msgs: make([]jetstream.Msg, 0, len(msgs))}
-	for i, m := range msgs {
-		d := out[i]
-		b.mostPerMessage = max(b.mostPerMessage, len(d.recs)+len(d.errs))
-		for _, err := range d.errs {
-			s.poison(m, err)
-		}
-		if len(d.recs) == 0 {
-			if len(d.errs) == 0 {
-				s.poison(m, fmt.Errorf("%w: an empty message", ErrBadEvent))
-			}
-			s.terminate(m)
+	// kept[i]: the index in b.msgs of msgs[i], -1 while it has no storable event.
+	kept := make([]int, len(msgs))
+	for i := range kept {
+		kept[i] = -1
+	}
+	for i := range lines {
+		m := lineFrom[i]
+		if errs[i] != nil {
+			s.poison(msgs[m], errs[i])
 			continue
 		}
-		for _, rec := range d.recs {
-			b.recs = append(b.recs, rec)
-			b.from = append(b.from, len(b.msgs))
+		if kept[m] < 0 {
+			kept[m] = len(b.msgs)
+			b.msgs = append(b.msgs, msgs[m])
 		}
-		b.msgs = append(b.msgs, m)
+		b.recs = append(b.recs, recs[i])
+		b.from = append(b.from, kept[m])
+	}
+	for i, m := range msgs {
+		if kept[i] < 0 {
+			s.terminate(m)
+		}
 	}
 	return b
 }
 
-// write stores one batch and acks its messages after the commit. An event
-// the store refuses is counted as poison and the rest retried at once; a
-// message left with no event is terminated. It returns an error only when
-// the store failed, after naking the batch.
+// write stores one batch, BatchSize events per transaction, and acks its
+// messages once every transaction committed. An event the store refuses is
+// counted as poison and the rest retried at once; a message left with no
+// event is terminated. It returns an error only when the store failed,
+// after naking the batch: the events committed before are skipped when it
+// comes back.
 func (s *Service) write(ctx context.Context, b fetched, nakDelay time.Duration) error {
-	recs, from := b.recs, b.from
-	// dead[i]: msgs[i] was terminated, every event of it refused.
-	dead := make([]bool, len(b.msgs))
+	// left[i]: the events of msgs[i] not refused; 0 once it was terminated.
+	left := make([]int, len(b.msgs))
+	for _, m := range b.from {
+		left[m]++
+	}
 	// These messages are ours until AckWait: finishing the batch on shutdown
 	// saves their redelivery, so the commit outlives ctx (bounded by AckWait).
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.AckWait)
 	defer cancel()
-	for len(recs) > 0 {
-		n, err := s.store.Insert(wctx, recs)
-		var re *RowError
-		if errors.As(err, &re) && re.Index >= 0 && re.Index < len(recs) {
-			m := from[re.Index]
-			s.poison(b.msgs[m], err)
-			recs = slices.Delete(recs, re.Index, re.Index+1)
-			from = slices.Delete(from, re.Index, re.Index+1)
-			if !slices.Contains(from, m) {
-				dead[m] = true
-				s.terminate(b.msgs[m])
-			}
-			continue
-		}
-		if err != nil {
-			s.stats.update(func(st *Stats, _ *rateMeter) { st.StoreErrors++ })
-			s.log.Error().Err(err).Int("events", len(recs)).Dur("redeliver_in", nakDelay).Msg("batch not stored; naked for redelivery")
+	for lo := 0; lo < len(b.recs); lo += s.cfg.BatchSize {
+		hi := min(lo+s.cfg.BatchSize, len(b.recs))
+		if err := s.commit(wctx, b.recs[lo:hi], b.from[lo:hi], b.msgs, left); err != nil {
+			s.log.Error().Err(err).Int("events", len(b.recs)-lo).Dur("redeliver_in", nakDelay).Msg("batch not stored; naked for redelivery")
 			for i, m := range b.msgs {
-				if dead[i] {
+				if left[i] == 0 {
 					continue
 				}
 				if err := m.NakWithDelay(nakDelay); err != nil {
@@ -484,14 +490,39 @@ func (s *Service) write(ctx context.Context, b fetched, nakDelay time.Duration) 
 			}
 			return err
 		}
-		for i, m := range b.msgs {
-			if dead[i] {
-				continue
+	}
+	for i, m := range b.msgs {
+		if left[i] == 0 {
+			continue
+		}
+		// A lost ack only means a redelivery, which the store ignores.
+		if err := m.Ack(); err != nil {
+			s.log.Warn().Err(err).Msg("ack failed; the events will be redelivered and skipped")
+		}
+	}
+	return nil
+}
+
+// commit inserts recs in one transaction. An event the store refuses is
+// counted as poison and left out (from[i] indexes msgs and left, see
+// write), and the rest inserted again; recs and from are reordered.
+func (s *Service) commit(ctx context.Context, recs []Record, from []int, msgs []jetstream.Msg, left []int) error {
+	for len(recs) > 0 {
+		n, err := s.store.Insert(ctx, recs)
+		var re *RowError
+		if errors.As(err, &re) && re.Index >= 0 && re.Index < len(recs) {
+			m := from[re.Index]
+			s.poison(msgs[m], err)
+			recs = slices.Delete(recs, re.Index, re.Index+1)
+			from = slices.Delete(from, re.Index, re.Index+1)
+			if left[m]--; left[m] == 0 {
+				s.terminate(msgs[m])
 			}
-			// A lost ack only means a redelivery, which the store ignores.
-			if err := m.Ack(); err != nil {
-				s.log.Warn().Err(err).Msg("ack failed; the events will be redelivered and skipped")
-			}
+			continue
+		}
+		if err != nil {
+			s.stats.update(func(st *Stats, _ *rateMeter) { st.StoreErrors++ })
+			return err
 		}
 		now := time.Now()
 		s.stats.update(func(st *Stats, m *rateMeter) {
@@ -507,12 +538,19 @@ func (s *Service) write(ctx context.Context, b fetched, nakDelay time.Duration) 
 	return nil
 }
 
-// poison counts and logs one event that cannot be stored.
+// poison counts and logs an event that cannot be stored, at its message's
+// first delivery only: a message whose other events are stored is
+// acknowledged after the commit, and one that comes back (a failed commit,
+// a lost ack) would count the same event again.
 func (s *Service) poison(m jetstream.Msg, cause error) {
+	meta, err := m.Metadata()
+	if err == nil && meta.NumDelivered > 1 {
+		return
+	}
 	s.stats.update(func(st *Stats, _ *rateMeter) { st.Poison++ })
 	ev := s.log.Error().Err(cause).Str("subject", m.Subject())
-	if meta, err := m.Metadata(); err == nil {
-		ev = ev.Uint64("stream_seq", meta.Sequence.Stream).Uint64("delivered", meta.NumDelivered)
+	if err == nil {
+		ev = ev.Uint64("stream_seq", meta.Sequence.Stream)
 	}
 	ev.Msg("poison event skipped")
 }

@@ -51,19 +51,17 @@ func publish(t *testing.T, js jetstream.JetStream, evs []events.SelectionEvent) 
 	}
 }
 
-// publishPacked sends evs as the selector does under load: per events to a
-// message, one per line, Nats-Msg-Id = the first event's id.
+// publishPacked sends evs packed as the selector packs them under load:
+// per events to a message, one per line, Nats-Msg-Id = the first event's
+// id. (The selector packs one category per message; the sink does not look
+// at subjects.)
 func publishPacked(t *testing.T, js jetstream.JetStream, evs []events.SelectionEvent, per int) {
 	t.Helper()
 	ctx := testCtx(t)
 	for lo := 0; lo < len(evs); lo += per {
 		var message []byte
 		for i := lo; i < min(lo+per, len(evs)); i++ {
-			data, err := evs[i].AppendJSON(nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			message = events.AppendToMessage(message, data)
+			message = events.AppendToMessage(message, mustJSON(t, &evs[i]))
 		}
 		if _, err := js.Publish(ctx, bus.SelectionEventSubject(evs[lo].TaskCategory), message,
 			jetstream.WithMsgID(evs[lo].EventID)); err != nil {
@@ -198,19 +196,17 @@ func (s *sizingStore) Insert(ctx context.Context, recs []Record) (int, error) {
 
 // TestSinkStoresPackedMessages: events packed several to a message, as the
 // selector packs them under load, each become a row; mixed with messages
-// of one event; a transaction stays near BatchSize events, however many a
-// message holds.
+// of one event; no transaction holds more than BatchSize events, however
+// many a message holds.
 func TestSinkStoresPackedMessages(t *testing.T) {
 	tests := []struct {
 		name string
 		// per: events per message of each part of the stream, in order.
 		per []int
-		// most: the most rows one transaction may hold.
-		most int64
 	}{
-		{name: "eight to a message", per: []int{8}, most: 16},
-		{name: "a full message bigger than a batch", per: []int{events.MaxPerMessage}, most: events.MaxPerMessage},
-		{name: "single events, then packed, then single", per: []int{1, 5, 1}, most: 5 * 16},
+		{name: "eight to a message", per: []int{8}},
+		{name: "full messages, each more than a batch", per: []int{events.MaxPerMessage}},
+		{name: "single events, then packed, then single", per: []int{1, 5, 1}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -229,8 +225,8 @@ func TestSinkStoresPackedMessages(t *testing.T) {
 			if s := r.svc.Stats(); s.Inserted != uint64(len(evs)) || s.Duplicates != 0 || s.Poison != 0 {
 				t.Fatalf("stats %+v, want %d inserted, no duplicates or poison", s, len(evs))
 			}
-			if most := sized.most.Load(); most > tc.most {
-				t.Fatalf("a transaction held %d rows, want at most %d", most, tc.most)
+			if most, batch := sized.most.Load(), int64(testConfig().BatchSize); most > batch {
+				t.Fatalf("a transaction held %d rows, want at most SINK_BATCH_SIZE %d", most, batch)
 			}
 			rows, err := st.Recent(testCtx(t), 1)
 			if err != nil || len(rows) != 1 {
@@ -359,15 +355,8 @@ func TestSinkPoisonMessages(t *testing.T) {
 	// (stored and acknowledged), one with nothing storable (terminated),
 	// and an empty one.
 	more := makeEvents(20, 2)
-	good := func(i int) []byte {
-		data, err := more[i].AppendJSON(nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return data
-	}
 	for _, message := range [][]byte{
-		events.AppendToMessage(events.AppendToMessage(good(0), []byte(`{"event_id":`)), good(1)),
+		events.AppendToMessage(events.AppendToMessage(mustJSON(t, &more[0]), []byte(`{"event_id":`)), mustJSON(t, &more[1])),
 		[]byte("not json\n{\"event_id\":\"no-category\",\"timestamp\":\"2025-01-01T00:00:00Z\"}"),
 		[]byte("\n"),
 	} {
@@ -414,6 +403,39 @@ func TestSinkRetriesAfterStoreError(t *testing.T) {
 	if s := r.svc.Stats(); s.StoreErrors != 3 || s.Inserted != n {
 		t.Fatalf("stats %+v, want 3 store errors and %d inserted", s, n)
 	}
+}
+
+// A packed message naked after a failed commit comes back: its poison
+// event is counted once, its other events stored once.
+func TestSinkCountsPoisonOncePerEvent(t *testing.T) {
+	_, nc := natstest.Start(t)
+	js := natstest.JetStream(t, nc)
+	st, _ := sqliteStore(t)
+	flaky := &flakyStore{Store: st}
+	flaky.failures.Store(2)
+	evs := makeEvents(0, 2)
+	var message []byte
+	for _, data := range [][]byte{mustJSON(t, &evs[0]), []byte(`{"event_id":`), mustJSON(t, &evs[1])} {
+		message = events.AppendToMessage(message, data)
+	}
+	if _, err := js.Publish(testCtx(t), bus.SelectionEventSubject("code"), message); err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, testConfig(), js, flaky)
+	waitFor(t, "both rows", func() bool { return count(t, st) == 2 })
+	settled(t, r.svc)
+	if s := r.svc.Stats(); s.Poison != 1 || s.StoreErrors != 2 || s.Inserted != 2 {
+		t.Fatalf("stats %+v, want 1 poison, 2 store errors, 2 inserted", s)
+	}
+}
+
+func mustJSON(t *testing.T, ev *events.SelectionEvent) []byte {
+	t.Helper()
+	data, err := ev.AppendJSON(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
 
 // refusingStore refuses one event id, as PostgreSQL refuses a NUL byte.

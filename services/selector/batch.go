@@ -34,7 +34,8 @@ const (
 )
 
 // publishBatches is Run for a stream that takes fast-ingest batches: one
-// goroutine adds each event to the open batch.
+// goroutine packs the queued events and adds each message to the open
+// batch.
 func (p *EventPublisher) publishBatches(ctx context.Context, stop <-chan struct{}) {
 	b := &eventBatch{p: p}
 	var k packer
@@ -66,9 +67,9 @@ func (p *EventPublisher) publishBatches(ctx context.Context, stop <-chan struct{
 // in it that the stream has not acknowledged yet. With gap detection on (the
 // default), an acknowledgement of batch sequence n means every message up
 // to n is stored. A batch that breaks (a lost message, a lost leader, a
-// timeout) is given up: its unacknowledged events are retried one by one,
-// like failed single publishes, and the stream drops any that did land by
-// their Nats-Msg-Id. The events after it go out one by one too, for a
+// timeout) is given up: its unacknowledged messages are retried one by
+// one, like failed single publishes, and the stream drops any that did land
+// by their Nats-Msg-Id. The messages after it go out one by one too, for a
 // hold-off and until the stream acknowledges one.
 type eventBatch struct {
 	p  *EventPublisher

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nlocalmodels/orchestrator/pkg/bus"
+	"github.com/nlocalmodels/orchestrator/pkg/events"
 )
 
 // Config is read from the environment with prefix SELECTOR_ (the NATS
@@ -28,6 +29,10 @@ type Config struct {
 	EventBuffer int `envconfig:"EVENT_BUFFER" default:"16384"`
 	// EventRetries is how often a failed event publish is retried.
 	EventRetries int `envconfig:"EVENT_RETRIES" default:"5"`
+	// EventPack is the most events packed into one stream message when
+	// several wait (events.MaxPerMessage at most). 1 sends each on its own,
+	// for consumers older than packing (upgrade the sinks and CLIs first).
+	EventPack int `envconfig:"EVENT_PACK" default:"256"`
 	// FleetRebuildInterval bounds how often telemetry changes recompile the
 	// GPU view (samples arrive every few seconds per GPU).
 	FleetRebuildInterval time.Duration `envconfig:"FLEET_REBUILD_INTERVAL" default:"100ms"`
@@ -55,6 +60,8 @@ func (c *Config) validate() error {
 		return fmt.Errorf("%w: SELECTOR_MAX_REQUEST_BYTES %d must be positive", ErrConfig, c.MaxRequestBytes)
 	case c.EventBuffer <= 0:
 		return fmt.Errorf("%w: SELECTOR_EVENT_BUFFER %d must be positive", ErrConfig, c.EventBuffer)
+	case c.EventPack < 1 || c.EventPack > events.MaxPerMessage:
+		return fmt.Errorf("%w: SELECTOR_EVENT_PACK %d is outside 1..%d", ErrConfig, c.EventPack, events.MaxPerMessage)
 	case c.EventRetries < 0:
 		return fmt.Errorf("%w: SELECTOR_EVENT_RETRIES %d must not be negative", ErrConfig, c.EventRetries)
 	case eventRetrySpan(c.EventRetries) > bus.SelectionDedupWindow:
@@ -69,7 +76,7 @@ func (c *Config) validate() error {
 // DefaultConfig is the configuration envconfig produces with no variables set.
 func DefaultConfig() Config {
 	return Config{
-		MaxRequestBytes: 65536, EventBuffer: 16384, EventRetries: 5, MetricsAddr: ":9102",
+		MaxRequestBytes: 65536, EventBuffer: 16384, EventRetries: 5, EventPack: events.MaxPerMessage, MetricsAddr: ":9102",
 		FleetRebuildInterval: 100 * time.Millisecond, CatalogDebounce: 50 * time.Millisecond,
 		WarmupTimeout: 30 * time.Second, ShareReservations: true, DrainTimeout: 10 * time.Second,
 	}

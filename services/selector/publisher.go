@@ -28,12 +28,12 @@ import (
 // each message holds one event.
 //
 // Where the stream allows it (NATS 2.14+, AllowBatchPublish, which
-// bus.Provision sets), events go out as one fast-ingest batch: still one
-// message per event with its own Nats-Msg-Id, but the stream acknowledges
-// every few hundred messages instead of each one. Per-message
-// acknowledgements were a third of the stream's work and most of the
-// publisher's at 100k events/s. Otherwise each event is an asynchronous
-// publish with its own acknowledgement.
+// bus.Provision sets), the messages go out as one fast-ingest batch, each
+// with its own Nats-Msg-Id, but the stream acknowledges every few hundred
+// messages instead of each one. Per-message acknowledgements were a third
+// of the stream's work and most of the publisher's at 100k events/s.
+// Otherwise each message is an asynchronous publish with its own
+// acknowledgement.
 type EventPublisher struct {
 	js      jetstream.JetStream
 	stream  string
@@ -41,8 +41,9 @@ type EventPublisher struct {
 	retries int
 	queue   chan *nats.Msg
 	acks    chan pendingEvent
-	// packMaxBytes bounds a packed message's data.
-	packMaxBytes int
+	// packEvents and packBytes bound a packed message: its events, and
+	// its data's size.
+	packEvents, packBytes int
 
 	batched atomic.Bool
 	// sent counts events handed to the stream for the first time.
@@ -77,7 +78,7 @@ type EventStats struct {
 	// Buffered events wait to be published.
 	Buffered int
 	// Batched tells that Run publishes fast-ingest batches, not one
-	// acknowledged message per event.
+	// acknowledged publish per message.
 	Batched bool
 }
 
@@ -92,25 +93,31 @@ type pendingEvent struct {
 	future jetstream.PubAckFuture
 }
 
-// MaxEventsInFlight bounds per-message publishes awaiting their
-// acknowledgement (each message carries one event or more). At tens
-// of thousands of events a second the stream's acknowledgements come
-// milliseconds later: fewer would stall the publishers (nats.go's default
-// is 4,000).
-const MaxEventsInFlight = 16384
+// MaxMessagesInFlight bounds the asynchronous publishes awaiting their
+// acknowledgement (without fast-ingest batches), and with packMaxBytes the
+// memory they hold: 64 MiB at most. One event per message needed 16,384 at
+// 100k events/s on 16 cores; under such load the messages are packed.
+const MaxMessagesInFlight = 2048
 
 // EventPublishers is how many goroutines hand events to the connection in
 // the per-message mode: one alone fell behind at ~70k selections/s on 16
 // cores.
 const EventPublishers = 4
 
-// Packing bounds: a publisher takes at most packRound queued events at a
-// time, and packs them into messages of at most packMaxBytes (less where
-// the server's max_payload is smaller).
-const (
-	packRound    = events.MaxPerMessage
-	packMaxBytes = 64 << 10
-)
+// packMaxBytes bounds a packed message's data (less where the server's
+// max_payload is smaller): about eleven 2.8 KB events. The messages in
+// flight, up to MaxMessagesInFlight or batchFlow x batchOutstanding, may
+// all be full when the stream stalls.
+const packMaxBytes = 32 << 10
+
+// PublisherOption tunes an EventPublisher.
+type PublisherOption func(*EventPublisher)
+
+// WithPackLimit sets the most events packed into one message (default
+// events.MaxPerMessage, at most that); 1 sends each event on its own.
+func WithPackLimit(n int) PublisherOption {
+	return func(p *EventPublisher) { p.packEvents = min(max(n, 1), events.MaxPerMessage) }
+}
 
 // eventAckTimeout bounds the wait for one publish's acknowledgement. An ack
 // lost with the stream leader never arrives (the connection stays up, so
@@ -159,18 +166,24 @@ func eventRetrySpan(retries int) time.Duration {
 // NewEventPublisher returns a publisher of events into stream over nc,
 // buffering at most buffer of them and retrying a failed publish retries
 // times.
-func NewEventPublisher(nc *nats.Conn, stream string, log zerolog.Logger, buffer, retries int) (*EventPublisher, error) {
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(eventAckTimeout), jetstream.WithPublishAsyncMaxPending(MaxEventsInFlight))
+func NewEventPublisher(nc *nats.Conn, stream string, log zerolog.Logger, buffer, retries int, opts ...PublisherOption) (*EventPublisher, error) {
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(eventAckTimeout), jetstream.WithPublishAsyncMaxPending(MaxMessagesInFlight))
 	if err != nil {
 		return nil, err
 	}
 	p := &EventPublisher{
 		js: js, stream: stream, log: log, retries: retries,
-		// Leave the headers room under the server's limit.
-		packMaxBytes: int(min(packMaxBytes, nc.MaxPayload()-4<<10)),
-		queue:        make(chan *nats.Msg, buffer),
-		acks:         make(chan pendingEvent, MaxEventsInFlight),
-		retrySlots:   make(chan struct{}, maxConcurrentRetries),
+		packEvents: events.MaxPerMessage, packBytes: packMaxBytes,
+		queue:      make(chan *nats.Msg, buffer),
+		acks:       make(chan pendingEvent, MaxMessagesInFlight),
+		retrySlots: make(chan struct{}, maxConcurrentRetries),
+	}
+	// Leave the headers room under the server's limit.
+	if limit := int(nc.MaxPayload()) - 4<<10; limit > 0 {
+		p.packBytes = min(p.packBytes, limit)
+	}
+	for _, o := range opts {
+		o(p)
 	}
 	p.openBatch = p.openFastBatch
 	return p, nil
@@ -259,14 +272,14 @@ func (p *EventPublisher) publishAll(ctx context.Context, stop <-chan struct{}) {
 	}
 }
 
-// packQueued packs first and the events queued behind it, packRound at
+// packQueued packs first and the events queued behind it, packEvents at
 // most, and hands the messages to send.
 func (p *EventPublisher) packQueued(k *packer, first *nats.Msg, send func(eventMsg)) {
-	k.add(first, p.packMaxBytes, send)
-	for range packRound - 1 {
+	k.add(first, p.packBytes, send)
+	for range p.packEvents - 1 {
 		select {
 		case msg := <-p.queue:
-			k.add(msg, p.packMaxBytes, send)
+			k.add(msg, p.packBytes, send)
 		default:
 			k.flush(send)
 			return
@@ -336,9 +349,9 @@ func (p *EventPublisher) publish(ctx context.Context, em eventMsg) {
 	p.acks <- pendingEvent{eventMsg: em, future: fut}
 }
 
-// maxConcurrentRetries bounds the events retried at once. When a stream
-// leader is lost, every event in flight fails together: retried one after
-// another, the last would come long after the stream's dedup window.
+// maxConcurrentRetries bounds the messages retried at once. When a stream
+// leader is lost, every message in flight fails together: retried one
+// after another, the last would come long after the stream's dedup window.
 const maxConcurrentRetries = 256
 
 func (p *EventPublisher) awaitAcks(ctx context.Context) {

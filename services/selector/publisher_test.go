@@ -193,19 +193,24 @@ func TestEventPublisherStoresEveryEventOnce(t *testing.T) {
 }
 
 // The events queued when the publisher takes one are packed: one message
-// per subject, in order, at most packRound events and packMaxBytes each.
+// per subject, in order, at most the pack limit's events (WithPackLimit)
+// and packMaxBytes each.
 func TestEventPublisherPacksQueuedEvents(t *testing.T) {
 	tests := []struct {
 		name     string
 		subjects []string
 		n        int
 		// size pads each event's data to this many bytes (0: as testEvent).
-		size         int
+		size int
+		// pack is the WithPackLimit (0: the default).
+		pack         int
 		wantMessages uint64
 	}{
 		{name: "one subject", subjects: []string{"test.events.code"}, n: 600, wantMessages: 3},
 		{name: "two subjects", subjects: []string{"test.events.code", "test.events.math"}, n: 100, wantMessages: 2},
-		{name: "by size", subjects: []string{"test.events.code"}, n: 20, size: 10 << 10, wantMessages: 4},
+		{name: "by size", subjects: []string{"test.events.code"}, n: 20, size: 10 << 10, wantMessages: 7},
+		{name: "pack limit 10", subjects: []string{"test.events.code"}, n: 95, pack: 10, wantMessages: 10},
+		{name: "pack limit 1: one event per message", subjects: []string{"test.events.code"}, n: 50, pack: 1, wantMessages: 50},
 	}
 	for _, tc := range tests {
 		for _, es := range []eventStream{batchedStream, unbatchedStream} {
@@ -214,6 +219,9 @@ func TestEventPublisherPacksQueuedEvents(t *testing.T) {
 				var want []string
 				// Queued before Run, so that its first rounds find them all.
 				p, stop := startEventPublisher(t, nc, es, 5, func(p *EventPublisher) {
+					if tc.pack > 0 {
+						WithPackLimit(tc.pack)(p)
+					}
 					for i := range tc.n {
 						id := fmt.Sprintf("ev-%03d", i)
 						msg := testEventOn(tc.subjects[i%len(tc.subjects)], id)
@@ -358,21 +366,27 @@ func TestEventPublisherResendsABrokenBatch(t *testing.T) {
 	}
 }
 
-// Events that no stream takes are retried, then counted as failed, and
-// the publisher still stops.
+// Events that no stream takes are retried, then counted as failed, every
+// event of a packed message, and the publisher still stops.
 func TestEventPublisherCountsEventsItGivesUp(t *testing.T) {
-	_, nc := natstest.Start(t)
-	p, stop := startEventPublisher(t, nc, batchedStream, 1)
-	if err := natstest.JetStream(t, nc).DeleteStream(context.Background(), testEventStream); err != nil {
-		t.Fatal(err)
-	}
-	const n = 10
-	for i := range n {
-		p.Publish(testEvent("lost-" + strconv.Itoa(i)))
-	}
-	stop()
-	if st := p.Stats(); st.Failed != n || st.Published != 0 || st.Retried == 0 {
-		t.Fatalf("stats %+v, want %d failed after a retry", st, n)
+	for _, es := range []eventStream{batchedStream, unbatchedStream} {
+		t.Run(es.name, func(t *testing.T) {
+			_, nc := natstest.Start(t)
+			p, stop := startEventPublisher(t, nc, es, 1)
+			if err := natstest.JetStream(t, nc).DeleteStream(context.Background(), testEventStream); err != nil {
+				t.Fatal(err)
+			}
+			// Queued at once, so that some are packed (how many is up to
+			// the scheduler: Failed counts events either way).
+			const n = 100
+			for i := range n {
+				p.Publish(testEvent("lost-" + strconv.Itoa(i)))
+			}
+			stop()
+			if st := p.Stats(); st.Sent != n || st.Failed != n || st.Published != 0 || st.Retried == 0 {
+				t.Fatalf("stats %+v, want %d sent and failed after a retry", st, n)
+			}
+		})
 	}
 }
 

@@ -125,7 +125,7 @@ func New(cfg Config, nc *nats.Conn, opts ...Option) (*Service, error) {
 	if s.eventConn == nil {
 		s.eventConn = nc
 	}
-	if s.events, err = NewEventPublisher(s.eventConn, bus.SelectionStream, s.log, cfg.EventBuffer, cfg.EventRetries); err != nil {
+	if s.events, err = NewEventPublisher(s.eventConn, bus.SelectionStream, s.log, cfg.EventBuffer, cfg.EventRetries, WithPackLimit(cfg.EventPack)); err != nil {
 		return nil, fmt.Errorf("%w: jetstream for events: %w", ErrConfig, err)
 	}
 	s.sharer = &sharer{nc: nc, log: s.log}

@@ -559,6 +559,8 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"retries beyond the dedup window", func(c *Config) { c.EventRetries = 9 }},
 		{"retries without end", func(c *Config) { c.EventRetries = math.MaxInt }},
 		{"zero rebuild interval", func(c *Config) { c.FleetRebuildInterval = 0 }},
+		{"pack limit 0", func(c *Config) { c.EventPack = 0 }},
+		{"pack limit above events.MaxPerMessage", func(c *Config) { c.EventPack = events.MaxPerMessage + 1 }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -36,6 +36,7 @@ import (
 
 	"github.com/nlocalmodels/orchestrator/pkg/bus"
 	"github.com/nlocalmodels/orchestrator/pkg/catalog/exampledata"
+	"github.com/nlocalmodels/orchestrator/pkg/events"
 	"github.com/nlocalmodels/orchestrator/pkg/selection"
 	"github.com/nlocalmodels/orchestrator/pkg/telemetry"
 	metricssink "github.com/nlocalmodels/orchestrator/services/metrics-sink"
@@ -494,7 +495,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 			return err
 		}
 	}
-	// sinkTotals sums the sinks' counters; a poison message or a store error
+	// sinkTotals sums the sinks' counters; a poison event or a store error
 	// (the sinks log nowhere here) ends the wait and fails the run.
 	sinkTotals := func() (stored, inserted, lag, faults uint64) {
 		for _, sink := range sinks {
@@ -529,7 +530,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	fmt.Fprintf(out, "metrics-sink (%d): drained a backlog of %d events into %s in %s: %.0f rows/s ingest (%.1fx the selector's best %.0f selections/s); largest consumer lag seen %d messages, lag at the end %d\n",
 		o.sinks, inserted, store, drain.Round(time.Millisecond), ingest, ingest/best, best, maxLag, lag)
 	if faults > 0 {
-		return fmt.Errorf("the sinks met %d poison messages or store errors (stored %d of %d events)", faults, n, st.EventsPublished)
+		return fmt.Errorf("the sinks met %d poison events or store errors (stored %d of %d events)", faults, n, st.EventsPublished)
 	}
 	if n < st.EventsPublished {
 		return fmt.Errorf("the sinks stored %d of %d events in %s", n, st.EventsPublished, drain)
@@ -663,7 +664,7 @@ func sustain(ctx context.Context, out io.Writer, client *nats.Conn, sel *selecto
 		strings.Join(trail, " "), maxBacklog, backlogAtEnd, catchUp.Round(time.Millisecond))
 	final := sel.Stats()
 	if _, faults := p.sinkCounts(); faults > 0 {
-		return fmt.Errorf("the sinks met %d poison messages or store errors during the sustained load", faults)
+		return fmt.Errorf("the sinks met %d poison events or store errors during the sustained load", faults)
 	}
 	if failed := final.EventsFailed - before.EventsFailed; failed > 0 {
 		return fmt.Errorf("the selector failed to publish %d events during the sustained load", failed)
@@ -715,6 +716,12 @@ func startWire(ctx context.Context, url string, client *nats.Conn) (*wire, error
 	if err != nil {
 		return nil, fmt.Errorf("record a decision event: %w", err)
 	}
+	// The message may hold several events, packed: the wire sends one.
+	var recorded []byte
+	for data := range events.Each(last.Data) {
+		recorded = data
+		break
+	}
 	if _, err := adminJS.CreateStream(ctx, jetstream.StreamConfig{
 		Name: wireStream, Subjects: []string{wireStream + ".>"}, Storage: jetstream.FileStorage, Duplicates: bus.SelectionDedupWindow, AllowBatchPublish: true,
 		PersistMode: sel.CachedInfo().Config.PersistMode,
@@ -731,13 +738,14 @@ func startWire(ctx context.Context, url string, client *nats.Conn) (*wire, error
 		nc.Close()
 		return nil, err
 	}
-	events, err := selector.NewEventPublisher(eventConn, wireStream, zerolog.Nop(), selector.DefaultConfig().EventBuffer, selector.DefaultConfig().EventRetries)
+	publisher, err := selector.NewEventPublisher(eventConn, wireStream, zerolog.Nop(), selector.DefaultConfig().EventBuffer, selector.DefaultConfig().EventRetries,
+		selector.WithPackLimit(selector.DefaultConfig().EventPack))
 	if err != nil {
 		nc.Close()
 		eventConn.Close()
 		return nil, err
 	}
-	w := &wire{events: events}
+	w := &wire{events: publisher}
 	stopPub, pubDone := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(pubDone)
@@ -747,7 +755,7 @@ func startWire(ctx context.Context, url string, client *nats.Conn) (*wire, error
 	if _, err := micro.AddService(nc, micro.Config{Name: "wire", Version: "1.0.0", QueueGroup: "wire",
 		Endpoint: &micro.EndpointConfig{Subject: wireSubject, Handler: micro.HandlerFunc(func(r micro.Request) {
 			_ = r.Respond(reply.Data)
-			msg := &nats.Msg{Subject: wireStream + ".events", Data: last.Data, Header: nats.Header{}}
+			msg := &nats.Msg{Subject: wireStream + ".events", Data: recorded, Header: nats.Header{}}
 			msg.Header.Set(jetstream.MsgIDHeader, nuid.Next())
 			w.events.Publish(msg)
 			w.answered.Add(1)
