@@ -336,6 +336,10 @@ type fetched struct {
 	// msgs holds the batch's messages with a storable event: each is
 	// acknowledged once its events are stored.
 	msgs []jetstream.Msg
+	// poisoned[i] counts the events of msgs[i] that cannot be stored: they
+	// count as poison once the message is acknowledged or terminated, not
+	// when it is naked and comes back.
+	poisoned []int
 	// events and bytes count what the pull brought, storable or not.
 	events, bytes int
 	err           error
@@ -357,16 +361,20 @@ func (s *Service) fetchBatches(ctx context.Context, cons func() jetstream.Consum
 	defer close(out)
 	backoff := retryMin
 	bytesPerEvent := firstBytesPerEvent
-	// A pull must have room for the largest message, or the server refuses it.
-	leastBytes := int(s.js.Conn().MaxPayload()) + 4<<10
 	for ctx.Err() == nil {
-		msgs, ferr := fetch(cons(), s.cfg.BatchSize, max(leastBytes, s.cfg.BatchSize*bytesPerEvent), s.cfg.BatchWait)
+		pulled := time.Now()
+		msgs, ferr := fetch(cons(), s.cfg.BatchSize, max(s.leastPullBytes(), s.cfg.BatchSize*bytesPerEvent), s.cfg.BatchWait)
 		b := s.decode(msgs)
 		if b.events > 0 {
 			bytesPerEvent = max(1, b.bytes/b.events)
 		}
 		if len(b.recs) > 0 {
 			out <- b
+		}
+		if ferr == nil && len(msgs) == 0 && time.Since(pulled) < s.cfg.BatchWait/2 && ctx.Err() == nil {
+			// An empty pull ends at BatchWait; one that ends at once was
+			// refused (nats.go reports some refusals as no messages).
+			ferr = fmt.Errorf("%w: a pull returned nothing at once", ErrConsumer)
 		}
 		if ferr == nil {
 			backoff = retryMin
@@ -385,6 +393,20 @@ func (s *Service) fetchBatches(ctx context.Context, cons func() jetstream.Consum
 		backoff = min(2*backoff, s.cfg.RetryMax)
 	}
 }
+
+// leastPullBytes is the fewest bytes a pull may ask for: room for the
+// largest message the server takes (its max_payload covers headers and
+// data), or it refuses to deliver that message at all.
+func (s *Service) leastPullBytes() int {
+	limit := int(s.js.Conn().MaxPayload())
+	if limit <= 0 {
+		limit = maxServerPayload
+	}
+	return limit + 4<<10
+}
+
+// maxServerPayload is the largest max_payload a NATS server allows.
+const maxServerPayload = 64 << 20
 
 // decodeChunk is the fewest events one decoding goroutine takes: below
 // it, starting one costs more than it saves.
@@ -416,7 +438,8 @@ func (s *Service) decode(msgs []jetstream.Msg) fetched {
 			lineFrom = append(lineFrom, i)
 		}
 		if len(lines) == n {
-			s.poison(m, fmt.Errorf("%w: an empty message", ErrBadEvent))
+			s.logPoison(m, fmt.Errorf("%w: an empty message", ErrBadEvent))
+			s.countPoison(1)
 		}
 	}
 	b.events = len(lines)
@@ -439,10 +462,13 @@ func (s *Service) decode(msgs []jetstream.Msg) fetched {
 	for i := range kept {
 		kept[i] = -1
 	}
+	// bad[i] counts the events of msgs[i] that did not decode.
+	bad := make([]int, len(msgs))
 	for i := range lines {
 		m := lineFrom[i]
 		if errs[i] != nil {
-			s.poison(msgs[m], errs[i])
+			s.logPoison(msgs[m], errs[i])
+			bad[m]++
 			continue
 		}
 		if kept[m] < 0 {
@@ -452,10 +478,14 @@ func (s *Service) decode(msgs []jetstream.Msg) fetched {
 		b.recs = append(b.recs, recs[i])
 		b.from = append(b.from, kept[m])
 	}
+	b.poisoned = make([]int, len(b.msgs))
 	for i, m := range msgs {
 		if kept[i] < 0 {
+			s.countPoison(bad[i])
 			s.terminate(m)
+			continue
 		}
+		b.poisoned[kept[i]] = bad[i]
 	}
 	return b
 }
@@ -478,7 +508,7 @@ func (s *Service) write(ctx context.Context, b fetched, nakDelay time.Duration) 
 	defer cancel()
 	for lo := 0; lo < len(b.recs); lo += s.cfg.BatchSize {
 		hi := min(lo+s.cfg.BatchSize, len(b.recs))
-		if err := s.commit(wctx, b.recs[lo:hi], b.from[lo:hi], b.msgs, left); err != nil {
+		if err := s.commit(wctx, &b, lo, hi, left); err != nil {
 			s.log.Error().Err(err).Int("events", len(b.recs)-lo).Dur("redeliver_in", nakDelay).Msg("batch not stored; naked for redelivery")
 			for i, m := range b.msgs {
 				if left[i] == 0 {
@@ -495,6 +525,7 @@ func (s *Service) write(ctx context.Context, b fetched, nakDelay time.Duration) 
 		if left[i] == 0 {
 			continue
 		}
+		s.countPoison(b.poisoned[i])
 		// A lost ack only means a redelivery, which the store ignores.
 		if err := m.Ack(); err != nil {
 			s.log.Warn().Err(err).Msg("ack failed; the events will be redelivered and skipped")
@@ -503,20 +534,23 @@ func (s *Service) write(ctx context.Context, b fetched, nakDelay time.Duration) 
 	return nil
 }
 
-// commit inserts recs in one transaction. An event the store refuses is
-// counted as poison and left out (from[i] indexes msgs and left, see
-// write), and the rest inserted again; recs and from are reordered.
-func (s *Service) commit(ctx context.Context, recs []Record, from []int, msgs []jetstream.Msg, left []int) error {
+// commit inserts the events lo..hi of b in one transaction. An event the
+// store refuses is poison, left out (see write for left), and the rest
+// inserted again; b.recs[lo:hi] and b.from[lo:hi] are reordered.
+func (s *Service) commit(ctx context.Context, b *fetched, lo, hi int, left []int) error {
+	recs, from := b.recs[lo:hi], b.from[lo:hi]
 	for len(recs) > 0 {
 		n, err := s.store.Insert(ctx, recs)
 		var re *RowError
 		if errors.As(err, &re) && re.Index >= 0 && re.Index < len(recs) {
 			m := from[re.Index]
-			s.poison(msgs[m], err)
+			s.logPoison(b.msgs[m], err)
+			b.poisoned[m]++
 			recs = slices.Delete(recs, re.Index, re.Index+1)
 			from = slices.Delete(from, re.Index, re.Index+1)
 			if left[m]--; left[m] == 0 {
-				s.terminate(msgs[m])
+				s.countPoison(b.poisoned[m])
+				s.terminate(b.msgs[m])
 			}
 			continue
 		}
@@ -538,21 +572,21 @@ func (s *Service) commit(ctx context.Context, recs []Record, from []int, msgs []
 	return nil
 }
 
-// poison counts and logs an event that cannot be stored, at its message's
-// first delivery only: a message whose other events are stored is
-// acknowledged after the commit, and one that comes back (a failed commit,
-// a lost ack) would count the same event again.
-func (s *Service) poison(m jetstream.Msg, cause error) {
-	meta, err := m.Metadata()
-	if err == nil && meta.NumDelivered > 1 {
-		return
-	}
-	s.stats.update(func(st *Stats, _ *rateMeter) { st.Poison++ })
+// logPoison logs an event of m that cannot be stored; it is counted by
+// countPoison when m is acknowledged or terminated.
+func (s *Service) logPoison(m jetstream.Msg, cause error) {
 	ev := s.log.Error().Err(cause).Str("subject", m.Subject())
-	if err == nil {
-		ev = ev.Uint64("stream_seq", meta.Sequence.Stream)
+	if meta, err := m.Metadata(); err == nil {
+		ev = ev.Uint64("stream_seq", meta.Sequence.Stream).Uint64("delivered", meta.NumDelivered)
 	}
 	ev.Msg("poison event skipped")
+}
+
+// countPoison counts n events skipped for good.
+func (s *Service) countPoison(n int) {
+	if n > 0 {
+		s.stats.update(func(st *Stats, _ *rateMeter) { st.Poison += uint64(n) })
+	}
 }
 
 // terminate ends a message with no storable event: it is never redelivered.

@@ -429,6 +429,74 @@ func TestSinkCountsPoisonOncePerEvent(t *testing.T) {
 	}
 }
 
+// scriptedStore fails the Inserts numbered in fail (from 1), as a database
+// that is briefly down, and refuses the event refuse, as PostgreSQL
+// refuses a NUL byte.
+type scriptedStore struct {
+	Store
+	fail   map[int32]bool
+	refuse string
+	calls  atomic.Int32
+}
+
+func (s *scriptedStore) Insert(ctx context.Context, recs []Record) (int, error) {
+	if s.fail[s.calls.Add(1)] {
+		return 0, errDown
+	}
+	for i, rec := range recs {
+		if rec.Event.EventID == s.refuse {
+			return 0, &RowError{Index: i, EventID: rec.Event.EventID, Err: errors.New("invalid byte sequence")}
+		}
+	}
+	return s.Store.Insert(ctx, recs)
+}
+
+// TestSinkPackedMessageAcrossTransactions: one message of 40 events is
+// written in three transactions of SINK_BATCH_SIZE 16 at most; it is
+// acknowledged only after the last, so a failure in a later one brings it
+// back whole, and an event refused in any of them is poison, counted once
+// when the message is finally acknowledged.
+func TestSinkPackedMessageAcrossTransactions(t *testing.T) {
+	evs := makeEvents(0, 40)
+	tests := []struct {
+		name string
+		fail map[int32]bool
+		// refuse: the index of an event the store refuses; -1 none.
+		refuse     int
+		wantRows   int64
+		wantErrors uint64
+		wantPoison uint64
+		// wantDuplicates: the events committed before a failure, skipped
+		// when the message comes back whole.
+		wantDuplicates uint64
+	}{
+		{name: "the second transaction fails once", fail: map[int32]bool{2: true}, refuse: -1, wantRows: 40, wantErrors: 1, wantDuplicates: 16},
+		{name: "an event of the second transaction refused", refuse: 20, wantRows: 39, wantPoison: 1},
+		{name: "the first fails, then an event of the second is refused", fail: map[int32]bool{1: true}, refuse: 20, wantRows: 39, wantErrors: 1, wantPoison: 1},
+		{name: "an event refused, then the third transaction fails", fail: map[int32]bool{4: true}, refuse: 20, wantRows: 39, wantErrors: 1, wantPoison: 1, wantDuplicates: 31},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, nc := natstest.Start(t)
+			js := natstest.JetStream(t, nc)
+			st, _ := sqliteStore(t)
+			store := &scriptedStore{Store: st, fail: tc.fail}
+			if tc.refuse >= 0 {
+				store.refuse = evs[tc.refuse].EventID
+			}
+			publishPacked(t, js, evs, len(evs))
+			r := start(t, testConfig(), js, store)
+			waitFor(t, "the rows", func() bool { return count(t, st) == tc.wantRows })
+			settled(t, r.svc)
+			s := r.svc.Stats()
+			if s.Inserted != uint64(tc.wantRows) || s.StoreErrors != tc.wantErrors || s.Poison != tc.wantPoison || s.Duplicates != tc.wantDuplicates {
+				t.Fatalf("stats %+v, want %d inserted, %d store errors, %d poison, %d duplicates",
+					s, tc.wantRows, tc.wantErrors, tc.wantPoison, tc.wantDuplicates)
+			}
+		})
+	}
+}
+
 func mustJSON(t *testing.T, ev *events.SelectionEvent) []byte {
 	t.Helper()
 	data, err := ev.AppendJSON(nil)

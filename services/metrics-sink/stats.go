@@ -14,7 +14,8 @@ type Stats struct {
 	Duplicates uint64 `json:"duplicates"`
 	// Poison counts events skipped because they are no storable
 	// selection-event (undecodable, missing fields, refused by the
-	// database); a message that holds no storable event is terminated.
+	// database), once their message is acknowledged or terminated (a
+	// message with no storable event is terminated).
 	Poison uint64 `json:"poison"`
 	// Batches counts committed transactions.
 	Batches uint64 `json:"batches"`

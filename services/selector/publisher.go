@@ -93,11 +93,14 @@ type pendingEvent struct {
 	future jetstream.PubAckFuture
 }
 
-// MaxMessagesInFlight bounds the asynchronous publishes awaiting their
-// acknowledgement (without fast-ingest batches), and with packMaxBytes the
-// memory they hold: 64 MiB at most. One event per message needed 16,384 at
-// 100k events/s on 16 cores; under such load the messages are packed.
-const MaxMessagesInFlight = 2048
+// Asynchronous publishes awaiting their acknowledgement (without
+// fast-ingest batches), at most: one event per message (WithPackLimit(1))
+// needed 16,384 at 100k events/s on 16 cores; packed, each message may hold
+// packMaxBytes, and 2,048 of them bound the memory at 64 MiB.
+const (
+	maxSingleEventsInFlight = 16384
+	maxPackedInFlight       = 2048
+)
 
 // EventPublishers is how many goroutines hand events to the connection in
 // the per-message mode: one alone fell behind at ~70k selections/s on 16
@@ -106,8 +109,8 @@ const EventPublishers = 4
 
 // packMaxBytes bounds a packed message's data (less where the server's
 // max_payload is smaller): about eleven 2.8 KB events. The messages in
-// flight, up to MaxMessagesInFlight or batchFlow x batchOutstanding, may
-// all be full when the stream stalls.
+// flight, up to maxPackedInFlight or batchFlow x batchOutstanding, may all
+// be full when the stream stalls.
 const packMaxBytes = 32 << 10
 
 // PublisherOption tunes an EventPublisher.
@@ -167,24 +170,27 @@ func eventRetrySpan(retries int) time.Duration {
 // buffering at most buffer of them and retrying a failed publish retries
 // times.
 func NewEventPublisher(nc *nats.Conn, stream string, log zerolog.Logger, buffer, retries int, opts ...PublisherOption) (*EventPublisher, error) {
-	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(eventAckTimeout), jetstream.WithPublishAsyncMaxPending(MaxMessagesInFlight))
-	if err != nil {
-		return nil, err
-	}
 	p := &EventPublisher{
-		js: js, stream: stream, log: log, retries: retries,
+		stream: stream, log: log, retries: retries,
 		packEvents: events.MaxPerMessage, packBytes: packMaxBytes,
 		queue:      make(chan *nats.Msg, buffer),
-		acks:       make(chan pendingEvent, MaxMessagesInFlight),
 		retrySlots: make(chan struct{}, maxConcurrentRetries),
-	}
-	// Leave the headers room under the server's limit.
-	if limit := int(nc.MaxPayload()) - 4<<10; limit > 0 {
-		p.packBytes = min(p.packBytes, limit)
 	}
 	for _, o := range opts {
 		o(p)
 	}
+	// Leave the headers room under the server's limit; below that, or
+	// before the server said (0), each event goes alone.
+	p.packBytes = max(0, min(p.packBytes, int(nc.MaxPayload())-4<<10))
+	inFlight := maxPackedInFlight
+	if p.packEvents == 1 || p.packBytes == 0 {
+		inFlight = maxSingleEventsInFlight
+	}
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(eventAckTimeout), jetstream.WithPublishAsyncMaxPending(inFlight))
+	if err != nil {
+		return nil, err
+	}
+	p.js, p.acks = js, make(chan pendingEvent, inFlight)
 	p.openBatch = p.openFastBatch
 	return p, nil
 }

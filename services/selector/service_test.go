@@ -6,11 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/kelseyhightower/envconfig"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -640,5 +643,46 @@ func TestSelectorMetrics(t *testing.T) {
 		if g, ok := got[k]; !ok || g != v {
 			t.Errorf("%s = %v (present %v), want %v", k, g, ok, v)
 		}
+	}
+}
+
+// SELECTOR_EVENT_PACK reaches the publisher: 1 sends each event in a
+// message of its own, however many wait.
+func TestSelectorEventPackLimit(t *testing.T) {
+	cfg := selection.DefaultConfig()
+	cfg.ReservationTTLMs = 0 // the placements must not fill the one GPU
+	w := newWorld(t, cfg)
+	svc := startSelector(t, w.nc, newFakeClock(w.now), func(c *Config) { c.EventPack = 1 })
+	if svc.events.packEvents != 1 {
+		t.Fatalf("the publisher packs %d events, want 1", svc.events.packEvents)
+	}
+	const n, parallel = 40, 8
+	var wg sync.WaitGroup
+	for range parallel {
+		wg.Go(func() {
+			for range n / parallel {
+				if _, code, er := selectJSON(t, w.nc, selection.Request{TaskCategory: "code"}); code != "" {
+					t.Errorf("error %s: %+v", code, er)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	eventually(t, "every event acknowledged", func() bool { return svc.Stats().EventsPublished == n })
+	if got := readEvents(t, w.js, bus.SelectionStream); got.events != n || got.messages != n {
+		t.Fatalf("stream holds %d events in %d messages, want %d in %d", got.events, got.messages, n, n)
+	}
+}
+
+// DefaultConfig is what envconfig makes with no variables set (the NATS
+// connection settings aside: DefaultConfig leaves them to bus).
+func TestDefaultConfigIsEnvconfigs(t *testing.T) {
+	var fromEnv Config
+	if err := envconfig.Process("SELECTOR_TEST_UNSET", &fromEnv); err != nil {
+		t.Fatal(err)
+	}
+	fromEnv.ConnConfig = bus.ConnConfig{}
+	if want := DefaultConfig(); !reflect.DeepEqual(fromEnv, want) {
+		t.Fatalf("envconfig defaults %+v,\nDefaultConfig %+v", fromEnv, want)
 	}
 }
