@@ -28,8 +28,7 @@ func TestMetrics(t *testing.T) {
 	if _, err := js.Publish(testCtx(t), bus.SelectionEventSubject("code"), []byte("not json")); err != nil {
 		t.Fatal(err)
 	}
-	flaky := &flakyStore{Store: st}
-	flaky.failures.Store(2)
+	flaky := &scriptedStore{Store: st, fail: failFirst(2)}
 	reg := prometheus.NewRegistry()
 	cfg := testConfig()
 	cfg.RateWindow = time.Hour // every row of the test stays in the window

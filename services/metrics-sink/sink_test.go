@@ -374,60 +374,7 @@ func TestSinkPoisonMessages(t *testing.T) {
 	}
 }
 
-// flakyStore fails its first failures inserts, as a database that is down.
-type flakyStore struct {
-	Store
-	failures atomic.Int32
-}
-
 var errDown = errors.New("database is down")
-
-func (f *flakyStore) Insert(ctx context.Context, recs []Record) (int, error) {
-	if f.failures.Add(-1) >= 0 {
-		return 0, errDown
-	}
-	return f.Store.Insert(ctx, recs)
-}
-
-func TestSinkRetriesAfterStoreError(t *testing.T) {
-	_, nc := natstest.Start(t)
-	js := natstest.JetStream(t, nc)
-	st, _ := sqliteStore(t)
-	flaky := &flakyStore{Store: st}
-	flaky.failures.Store(3)
-	const n = 50
-	publish(t, js, makeEvents(0, n))
-	r := start(t, testConfig(), js, flaky)
-	waitFor(t, "all rows despite the failures", func() bool { return count(t, st) == n })
-	settled(t, r.svc)
-	if s := r.svc.Stats(); s.StoreErrors != 3 || s.Inserted != n {
-		t.Fatalf("stats %+v, want 3 store errors and %d inserted", s, n)
-	}
-}
-
-// A packed message naked after a failed commit comes back: its poison
-// event is counted once, its other events stored once.
-func TestSinkCountsPoisonOncePerEvent(t *testing.T) {
-	_, nc := natstest.Start(t)
-	js := natstest.JetStream(t, nc)
-	st, _ := sqliteStore(t)
-	flaky := &flakyStore{Store: st}
-	flaky.failures.Store(2)
-	evs := makeEvents(0, 2)
-	var message []byte
-	for _, data := range [][]byte{mustJSON(t, &evs[0]), []byte(`{"event_id":`), mustJSON(t, &evs[1])} {
-		message = events.AppendToMessage(message, data)
-	}
-	if _, err := js.Publish(testCtx(t), bus.SelectionEventSubject("code"), message); err != nil {
-		t.Fatal(err)
-	}
-	r := start(t, testConfig(), js, flaky)
-	waitFor(t, "both rows", func() bool { return count(t, st) == 2 })
-	settled(t, r.svc)
-	if s := r.svc.Stats(); s.Poison != 1 || s.StoreErrors != 2 || s.Inserted != 2 {
-		t.Fatalf("stats %+v, want 1 poison, 2 store errors, 2 inserted", s)
-	}
-}
 
 // scriptedStore fails the Inserts numbered in fail (from 1), as a database
 // that is briefly down, and refuses the event refuse, as PostgreSQL
@@ -449,6 +396,53 @@ func (s *scriptedStore) Insert(ctx context.Context, recs []Record) (int, error) 
 		}
 	}
 	return s.Store.Insert(ctx, recs)
+}
+
+// failFirst fails the first n Inserts (scriptedStore.fail).
+func failFirst(n int32) map[int32]bool {
+	fail := map[int32]bool{}
+	for i := int32(1); i <= n; i++ {
+		fail[i] = true
+	}
+	return fail
+}
+
+func TestSinkRetriesAfterStoreError(t *testing.T) {
+	_, nc := natstest.Start(t)
+	js := natstest.JetStream(t, nc)
+	st, _ := sqliteStore(t)
+	flaky := &scriptedStore{Store: st, fail: failFirst(3)}
+	const n = 50
+	publish(t, js, makeEvents(0, n))
+	r := start(t, testConfig(), js, flaky)
+	waitFor(t, "all rows despite the failures", func() bool { return count(t, st) == n })
+	settled(t, r.svc)
+	if s := r.svc.Stats(); s.StoreErrors != 3 || s.Inserted != n {
+		t.Fatalf("stats %+v, want 3 store errors and %d inserted", s, n)
+	}
+}
+
+// A packed message naked after a failed commit comes back: its poison
+// event is counted once, its other events stored once.
+func TestSinkCountsPoisonOncePerEvent(t *testing.T) {
+	_, nc := natstest.Start(t)
+	js := natstest.JetStream(t, nc)
+	st, _ := sqliteStore(t)
+	flaky := &scriptedStore{Store: st, fail: failFirst(2)}
+	evs := makeEvents(0, 2)
+	var message []byte
+	for _, data := range [][]byte{mustJSON(t, &evs[0]), []byte(`{"event_id":`), mustJSON(t, &evs[1])} {
+		message = events.AppendToMessage(message, data)
+	}
+	if _, err := js.Publish(testCtx(t), bus.SelectionEventSubject("code"), message); err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, testConfig(), js, flaky)
+	waitFor(t, "both rows", func() bool { return count(t, st) == 2 })
+	settled(t, r.svc)
+	if s := r.svc.Stats(); s.Poison != 1 || s.StoreErrors != 2 || s.Inserted != 2 {
+		t.Fatalf("stats %+v, want 1 poison, 2 store errors, 2 inserted", s)
+	}
 }
 
 // TestSinkPackedMessageAcrossTransactions: one message of 40 events is
@@ -506,21 +500,6 @@ func mustJSON(t *testing.T, ev *events.SelectionEvent) []byte {
 	return data
 }
 
-// refusingStore refuses one event id, as PostgreSQL refuses a NUL byte.
-type refusingStore struct {
-	Store
-	bad string
-}
-
-func (r *refusingStore) Insert(ctx context.Context, recs []Record) (int, error) {
-	for i, rec := range recs {
-		if rec.Event.EventID == r.bad {
-			return 0, &RowError{Index: i, EventID: rec.Event.EventID, Err: errors.New("invalid byte sequence")}
-		}
-	}
-	return r.Store.Insert(ctx, recs)
-}
-
 // TestSinkRefusedEventIsSkipped: an event the database refuses is counted
 // as poison; its message is terminated when it held nothing else, and
 // acknowledged once its other events are stored when packed.
@@ -532,7 +511,7 @@ func TestSinkRefusedEventIsSkipped(t *testing.T) {
 			st, _ := sqliteStore(t)
 			evs := makeEvents(0, 30)
 			publishPacked(t, js, evs, per)
-			r := start(t, testConfig(), js, &refusingStore{Store: st, bad: evs[7].EventID})
+			r := start(t, testConfig(), js, &scriptedStore{Store: st, refuse: evs[7].EventID})
 			waitFor(t, "the other rows", func() bool { return count(t, st) == 29 })
 			settled(t, r.svc)
 			if s := r.svc.Stats(); s.Poison != 1 || s.Inserted != 29 || s.StoreErrors != 0 {
