@@ -352,21 +352,23 @@ const firstBytesPerEvent = 4 << 10
 // connection closes, then closes out. A failed fetch is counted and retried
 // with backoff; a consumer that disappeared is recreated.
 //
-// A pull asks for BatchSize messages and BatchSize events' worth of bytes,
-// at the size of the events of the last pull: a message holds one event
-// or, packed by the selector, up to events.MaxPerMessage, so its count
-// alone would not bound the events. write commits at most BatchSize events
-// per transaction.
+// A message holds one event or, packed by the selector, up to
+// events.MaxPerMessage, so a pull asks for BatchSize events' worth of
+// messages and of bytes, at the events per message and the event size of
+// the last pull (at first, as if every message were full); the bytes never
+// below what the largest message needs. write commits at most BatchSize
+// events per transaction.
 func (s *Service) fetchBatches(ctx context.Context, cons func() jetstream.Consumer, recreate func(), out chan<- fetched) {
 	defer close(out)
 	backoff := retryMin
-	bytesPerEvent := firstBytesPerEvent
+	bytesPerEvent, perMessage := firstBytesPerEvent, events.MaxPerMessage
 	for ctx.Err() == nil {
 		pulled := time.Now()
-		msgs, ferr := fetch(cons(), s.cfg.BatchSize, max(s.leastPullBytes(), s.cfg.BatchSize*bytesPerEvent), s.cfg.BatchWait)
+		msgs, ferr := fetch(cons(), max(1, s.cfg.BatchSize/perMessage), max(s.leastPullBytes(), s.cfg.BatchSize*bytesPerEvent), s.cfg.BatchWait)
 		b := s.decode(msgs)
 		if b.events > 0 {
 			bytesPerEvent = max(1, b.bytes/b.events)
+			perMessage = (b.events + len(msgs) - 1) / len(msgs)
 		}
 		if len(b.recs) > 0 {
 			out <- b
@@ -490,47 +492,60 @@ func (s *Service) decode(msgs []jetstream.Msg) fetched {
 	return b
 }
 
-// write stores one batch, BatchSize events per transaction, and acks its
-// messages once every transaction committed. An event the store refuses is
-// counted as poison and the rest retried at once; a message left with no
-// event is terminated. It returns an error only when the store failed,
-// after naking the batch: the events committed before are skipped when it
-// comes back.
+// write stores one batch, BatchSize events per transaction, and acks each
+// message once the transaction with its last event committed (a message's
+// events are consecutive in b.recs). An event the store refuses is counted
+// as poison and the rest retried at once; a message left with no event is
+// terminated. It returns an error only when the store failed, after naking
+// the messages not yet acknowledged: the events of theirs committed before
+// are skipped when they come back.
 func (s *Service) write(ctx context.Context, b fetched, nakDelay time.Duration) error {
 	// left[i]: the events of msgs[i] not refused; 0 once it was terminated.
 	left := make([]int, len(b.msgs))
 	for _, m := range b.from {
 		left[m]++
 	}
-	// These messages are ours until AckWait: finishing the batch on shutdown
-	// saves their redelivery, so the commit outlives ctx (bounded by AckWait).
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.AckWait)
-	defer cancel()
+	// msgs[:done] are acknowledged or terminated.
+	done := 0
+	finish := func(until int) {
+		for ; done < until; done++ {
+			if left[done] == 0 {
+				continue
+			}
+			s.countPoison(b.poisoned[done])
+			// A lost ack only means a redelivery, which the store ignores.
+			if err := b.msgs[done].Ack(); err != nil {
+				s.log.Warn().Err(err).Msg("ack failed; the events will be redelivered and skipped")
+			}
+		}
+	}
 	for lo := 0; lo < len(b.recs); lo += s.cfg.BatchSize {
 		hi := min(lo+s.cfg.BatchSize, len(b.recs))
-		if err := s.commit(wctx, &b, lo, hi, left); err != nil {
+		// These messages are ours until AckWait: finishing a transaction on
+		// shutdown saves their redelivery, so it outlives ctx (bounded by
+		// AckWait).
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.AckWait)
+		err := s.commit(wctx, &b, lo, hi, left)
+		cancel()
+		if err != nil {
 			s.log.Error().Err(err).Int("events", len(b.recs)-lo).Dur("redeliver_in", nakDelay).Msg("batch not stored; naked for redelivery")
-			for i, m := range b.msgs {
+			for i := done; i < len(b.msgs); i++ {
 				if left[i] == 0 {
 					continue
 				}
-				if err := m.NakWithDelay(nakDelay); err != nil {
+				if err := b.msgs[i].NakWithDelay(nakDelay); err != nil {
 					s.log.Warn().Err(err).Msg("nak failed; the message returns after ack wait")
 				}
 			}
 			return err
 		}
-	}
-	for i, m := range b.msgs {
-		if left[i] == 0 {
-			continue
-		}
-		s.countPoison(b.poisoned[i])
-		// A lost ack only means a redelivery, which the store ignores.
-		if err := m.Ack(); err != nil {
-			s.log.Warn().Err(err).Msg("ack failed; the events will be redelivered and skipped")
+		// The messages before the next event's are stored whole (commit
+		// reorders only inside lo..hi).
+		if hi < len(b.recs) {
+			finish(b.from[hi])
 		}
 	}
+	finish(len(b.msgs))
 	return nil
 }
 

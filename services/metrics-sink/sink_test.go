@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -377,12 +378,12 @@ func TestSinkPoisonMessages(t *testing.T) {
 var errDown = errors.New("database is down")
 
 // scriptedStore fails the Inserts numbered in fail (from 1), as a database
-// that is briefly down, and refuses the event refuse, as PostgreSQL
+// that is briefly down, and refuses the events refuse, as PostgreSQL
 // refuses a NUL byte.
 type scriptedStore struct {
 	Store
 	fail   map[int32]bool
-	refuse string
+	refuse []string
 	calls  atomic.Int32
 }
 
@@ -391,7 +392,7 @@ func (s *scriptedStore) Insert(ctx context.Context, recs []Record) (int, error) 
 		return 0, errDown
 	}
 	for i, rec := range recs {
-		if rec.Event.EventID == s.refuse {
+		if slices.Contains(s.refuse, rec.Event.EventID) {
 			return 0, &RowError{Index: i, EventID: rec.Event.EventID, Err: errors.New("invalid byte sequence")}
 		}
 	}
@@ -476,7 +477,7 @@ func TestSinkPackedMessageAcrossTransactions(t *testing.T) {
 			st, _ := sqliteStore(t)
 			store := &scriptedStore{Store: st, fail: tc.fail}
 			if tc.refuse >= 0 {
-				store.refuse = evs[tc.refuse].EventID
+				store.refuse = []string{evs[tc.refuse].EventID}
 			}
 			publishPacked(t, js, evs, len(evs))
 			r := start(t, testConfig(), js, store)
@@ -511,7 +512,7 @@ func TestSinkRefusedEventIsSkipped(t *testing.T) {
 			st, _ := sqliteStore(t)
 			evs := makeEvents(0, 30)
 			publishPacked(t, js, evs, per)
-			r := start(t, testConfig(), js, &scriptedStore{Store: st, refuse: evs[7].EventID})
+			r := start(t, testConfig(), js, &scriptedStore{Store: st, refuse: []string{evs[7].EventID}})
 			waitFor(t, "the other rows", func() bool { return count(t, st) == 29 })
 			settled(t, r.svc)
 			if s := r.svc.Stats(); s.Poison != 1 || s.Inserted != 29 || s.StoreErrors != 0 {
@@ -736,5 +737,72 @@ func TestConsumerAboveAckPendingLimit(t *testing.T) {
 	err = svc.Run(ctx)
 	if !errors.Is(err, ErrConsumer) || !strings.Contains(err.Error(), "lower SINK_BATCH_SIZE") {
 		t.Fatalf("Run error = %v, want an ErrConsumer naming SINK_BATCH_SIZE", err)
+	}
+}
+
+// outcomeMsg is a delivered message that records how it was settled.
+type outcomeMsg struct {
+	jetstream.Msg // unused methods panic
+	name          string
+	outcome       string
+}
+
+func (m *outcomeMsg) Subject() string { return "orch.events.selection.code" }
+func (m *outcomeMsg) Metadata() (*jetstream.MsgMetadata, error) {
+	return &jetstream.MsgMetadata{NumDelivered: 1}, nil
+}
+func (m *outcomeMsg) Ack() error                       { m.outcome += "ack"; return nil }
+func (m *outcomeMsg) NakWithDelay(time.Duration) error { m.outcome += "nak"; return nil }
+func (m *outcomeMsg) TermWithReason(string) error      { m.outcome += "term"; return nil }
+
+// write acknowledges each message as soon as the transaction with its last
+// event committed, so that a later failure naks only the messages not yet
+// stored whole; a message whose every event is refused is terminated.
+func TestWriteSettlesEachMessageOnce(t *testing.T) {
+	// Three messages of three events each, in transactions of four.
+	evs := makeEvents(0, 9)
+	tests := []struct {
+		name   string
+		fail   map[int32]bool
+		refuse []int
+		want   map[string]string
+	}{
+		{name: "all stored", want: map[string]string{"a": "ack", "b": "ack", "c": "ack"}},
+		{name: "the second transaction fails", fail: map[int32]bool{2: true}, want: map[string]string{"a": "ack", "b": "nak", "c": "nak"}},
+		{name: "the third transaction fails", fail: map[int32]bool{3: true}, want: map[string]string{"a": "ack", "b": "ack", "c": "nak"}},
+		{name: "every event of b refused", refuse: []int{3, 4, 5}, want: map[string]string{"a": "ack", "b": "term", "c": "ack"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, nc := natstest.Start(t)
+			st, _ := sqliteStore(t)
+			cfg := testConfig()
+			cfg.BatchSize = 4
+			store := &scriptedStore{Store: st, fail: tc.fail}
+			for _, i := range tc.refuse {
+				store.refuse = append(store.refuse, evs[i].EventID)
+			}
+			svc, err := New(cfg, natstest.JetStream(t, nc), store)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msgs := []*outcomeMsg{{name: "a"}, {name: "b"}, {name: "c"}}
+			var b fetched
+			for i, m := range msgs {
+				b.msgs = append(b.msgs, m)
+				b.poisoned = append(b.poisoned, 0)
+				b.recs = append(b.recs, records(t, evs[3*i:3*i+3])...)
+				b.from = append(b.from, i, i, i)
+			}
+			err = svc.write(testCtx(t), b, time.Millisecond)
+			if (tc.fail != nil) != (err != nil) {
+				t.Fatalf("write: %v", err)
+			}
+			for _, m := range msgs {
+				if m.outcome != tc.want[m.name] {
+					t.Errorf("message %s: %q, want %q", m.name, m.outcome, tc.want[m.name])
+				}
+			}
+		})
 	}
 }

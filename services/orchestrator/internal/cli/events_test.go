@@ -164,7 +164,7 @@ func TestWhatif(t *testing.T) {
 			name: "TruthfulQA weighs most", spec: `{"weights": {"general": {"TruthfulQA": 5}}}`, changed: 4, toModel: "phi-3.5-mini-instruct-q4_k_m",
 			stdout: []string{"weight  general/TruthfulQA -> 5", "would change:  4 (50.0%)", "general", "-> ", "phi-3.5-mini-instruct-q4_k_m", "first 4 changed event(s)"},
 		},
-		{name: "one category only", spec: `{"weights": {"general": {"TruthfulQA": 5}}}`, args: []string{"--category", "math"}, stdout: []string{"events read:                  4", "would change:  0"}},
+		{name: "one category only", spec: `{"weights": {"general": {"TruthfulQA": 5}}}`, args: []string{"--category", "math"}, stdout: []string{"events read:                  4", "would change:  0"}, stderrIn: []string{"re-scored 4 of 8 events read"}},
 		{name: "misspelt field", spec: `{"gpu_awre": false}`, code: 1, stderrIn: []string{"gpu_awre"}},
 		{name: "unknown benchmark", spec: `{"weights": {"general": {"Nope": 1}}}`, code: 1, stderrIn: []string{"Nope"}},
 		{name: "invalid config", spec: `{"tie_epsilon": 3}`, code: 1, stderrIn: []string{"tie_epsilon"}},
@@ -181,7 +181,7 @@ func TestWhatif(t *testing.T) {
 			if tc.code != 0 {
 				return
 			}
-			mustContain(t, "progress", r.stderr, "re-scored")
+			mustContain(t, "progress", r.stderr, "re-scored", "of 8 events read")
 			var rep whatif.Report
 			r = ts.run(t, append([]string{"whatif", "--json", "--config", path, "--since", "1h"}, tc.args...)...)
 			if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {

@@ -80,16 +80,18 @@ category:
 				}
 				tally := whatif.NewTally(showIDs)
 				prog := newProgress(a.stderr)
+				rescored := 0
 				st, err := eventlog.Replay(ctx, js, w, func(r eventlog.Record) error {
 					if category != "" && r.Event.TaskCategory != category {
 						return nil
 					}
 					tally.Add(rs.Rescore(&r.Event))
+					rescored++
 					return nil
 				}, func(scanned, total uint64) {
 					prog.update(false, "read %d of %d messages", scanned, total)
 				})
-				prog.update(true, "re-scored %d events (%d of %d messages, %d undecodable)", st.Delivered, st.Scanned, st.Total, st.Undecodable)
+				prog.update(true, "re-scored %d of %d events read (%d of %d messages, %d undecodable)", rescored, st.Delivered, st.Scanned, st.Total, st.Undecodable)
 				if err != nil {
 					return err
 				}

@@ -123,6 +123,9 @@ func Replay(ctx context.Context, js jetstream.JetStream, w Window, fn func(Recor
 			return st, nil
 		}
 		st.Scanned++
+		if isEmpty(msg.Data()) {
+			st.Undecodable++
+		}
 		for data := range events.Each(msg.Data()) {
 			rec := Record{Seq: seq, Stored: md.Timestamp, Subject: msg.Subject()}
 			if err := json.Unmarshal(data, &rec.Event); err != nil {
@@ -185,6 +188,9 @@ func Tail(ctx context.Context, js jetstream.JetStream, category string, fn func(
 		if md, err := msg.Metadata(); err == nil {
 			seq, stored = md.Sequence.Stream, md.Timestamp
 		}
+		if isEmpty(msg.Data()) {
+			skipped++
+		}
 		for data := range events.Each(msg.Data()) {
 			rec := Record{Seq: seq, Stored: stored, Subject: msg.Subject()}
 			if err := json.Unmarshal(data, &rec.Event); err != nil {
@@ -199,4 +205,13 @@ func Tail(ctx context.Context, js jetstream.JetStream, category string, fn func(
 			}
 		}
 	}
+}
+
+// isEmpty tells a message that holds no event at all, which counts as one
+// undecodable event.
+func isEmpty(message []byte) bool {
+	for range events.Each(message) {
+		return false
+	}
+	return true
 }

@@ -73,6 +73,7 @@ func TestReplay(t *testing.T) {
 		publish(t, ctx, js, "code", event(i))
 		if i == 2 {
 			publish(t, ctx, js, "code", []byte("not json"))
+			publish(t, ctx, js, "code", []byte("\n"))
 		}
 	}
 	// A message the selector packed under load: three events, one broken.
@@ -89,9 +90,9 @@ func TestReplay(t *testing.T) {
 		// wantProgress: the scanned counts reported, in order.
 		wantProgress []uint64
 	}{
-		{name: "everything", want: Stats{Total: 7, Scanned: 7, Delivered: 7, Undecodable: 2}, wantIDs: 7, wantProgress: []uint64{1, 2, 3, 4, 5, 6, 7}},
-		{name: "stopped by the callback", stopAt: 2, want: Stats{Total: 7, Scanned: 2, Delivered: 2}, wantIDs: 2, wantProgress: []uint64{1}},
-		{name: "stopped inside a packed message", stopAt: 6, want: Stats{Total: 7, Scanned: 7, Delivered: 6, Undecodable: 1}, wantIDs: 6, wantProgress: []uint64{1, 2, 3, 4, 5, 6}},
+		{name: "everything", want: Stats{Total: 8, Scanned: 8, Delivered: 7, Undecodable: 3}, wantIDs: 7, wantProgress: []uint64{1, 2, 3, 4, 5, 6, 7, 8}},
+		{name: "stopped by the callback", stopAt: 2, want: Stats{Total: 8, Scanned: 2, Delivered: 2}, wantIDs: 2, wantProgress: []uint64{1}},
+		{name: "stopped inside a packed message", stopAt: 6, want: Stats{Total: 8, Scanned: 8, Delivered: 6, Undecodable: 2}, wantIDs: 6, wantProgress: []uint64{1, 2, 3, 4, 5, 6, 7}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -118,8 +119,8 @@ func TestReplay(t *testing.T) {
 			if want := fmt.Sprint("e", len(ids)-1); ids[len(ids)-1] != want {
 				t.Fatalf("ids %v, want the last %s", ids, want)
 			}
-			if len(seqs) == 7 && (seqs[5] != 7 || seqs[6] != 7) {
-				t.Fatalf("the packed events' sequences %v, want both 7", seqs[5:])
+			if len(seqs) == 7 && (seqs[5] != 8 || seqs[6] != 8) {
+				t.Fatalf("the packed events' sequences %v, want both 8", seqs[5:])
 			}
 		})
 	}
@@ -164,12 +165,13 @@ func TestTailReadsPackedMessages(t *testing.T) {
 	<-ready
 	publish(t, ctx, js, "math", []byte(`{"event_id":"other","task_category":"math"}`))
 	publish(t, ctx, js, "code", packed)
+	publish(t, ctx, js, "code", nil) // an empty message: one undecodable event
 	publish(t, ctx, js, "code", []byte(`{"event_id":"c","task_category":"code"}`))
 	r := <-done
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
-	if want := []string{"a", "b", "c"}; !slices.Equal(r.ids, want) || r.skipped != 1 {
-		t.Fatalf("tail read %v skipping %d, want %v skipping 1", r.ids, r.skipped, want)
+	if want := []string{"a", "b", "c"}; !slices.Equal(r.ids, want) || r.skipped != 2 {
+		t.Fatalf("tail read %v skipping %d, want %v skipping 2", r.ids, r.skipped, want)
 	}
 }
