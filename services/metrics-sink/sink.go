@@ -432,6 +432,9 @@ func (s *Service) decode(msgs []jetstream.Msg) fetched {
 	// decoding splits by events, however they are packed.
 	var lines [][]byte
 	var lineFrom []int
+	// bad[i] counts the events of msgs[i] that cannot be stored; an empty
+	// message counts as one.
+	bad := make([]int, len(msgs))
 	for i, m := range msgs {
 		b.bytes += len(m.Data())
 		n := len(lines)
@@ -441,7 +444,7 @@ func (s *Service) decode(msgs []jetstream.Msg) fetched {
 		}
 		if len(lines) == n {
 			s.logPoison(m, fmt.Errorf("%w: an empty message", ErrBadEvent))
-			s.countPoison(1)
+			bad[i] = 1
 		}
 	}
 	b.events = len(lines)
@@ -464,8 +467,6 @@ func (s *Service) decode(msgs []jetstream.Msg) fetched {
 	for i := range kept {
 		kept[i] = -1
 	}
-	// bad[i] counts the events of msgs[i] that did not decode.
-	bad := make([]int, len(msgs))
 	for i := range lines {
 		m := lineFrom[i]
 		if errs[i] != nil {

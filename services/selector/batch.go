@@ -39,10 +39,7 @@ const (
 func (p *EventPublisher) publishBatches(ctx context.Context, stop <-chan struct{}) {
 	b := &eventBatch{p: p}
 	var k packer
-	send := func(em eventMsg) {
-		p.sent.Add(uint64(em.events))
-		b.add(ctx, em)
-	}
+	send := func(em eventMsg) { b.add(ctx, em) }
 	idle := time.NewTicker(batchIdleCommit)
 	defer idle.Stop()
 	lastAdd := time.Now()

@@ -263,10 +263,7 @@ func (p *EventPublisher) batchAllowed(ctx context.Context) bool {
 // publishAll is one publishing goroutine of run.
 func (p *EventPublisher) publishAll(ctx context.Context, stop <-chan struct{}) {
 	var k packer
-	send := func(em eventMsg) {
-		p.sent.Add(uint64(em.events))
-		p.publish(ctx, em)
-	}
+	send := func(em eventMsg) { p.publish(ctx, em) }
 	for {
 		select {
 		case msg := <-p.queue:
@@ -279,19 +276,22 @@ func (p *EventPublisher) publishAll(ctx context.Context, stop <-chan struct{}) {
 }
 
 // packQueued packs first and the events queued behind it, packEvents at
-// most, and hands the messages to send.
+// most, hands the messages to send and counts the events sent.
 func (p *EventPublisher) packQueued(k *packer, first *nats.Msg, send func(eventMsg)) {
+	taken := 1
 	k.add(first, p.packBytes, send)
-	for range p.packEvents - 1 {
+fill:
+	for taken < p.packEvents {
 		select {
 		case msg := <-p.queue:
 			k.add(msg, p.packBytes, send)
+			taken++
 		default:
-			k.flush(send)
-			return
+			break fill
 		}
 	}
 	k.flush(send)
+	p.sent.Add(uint64(taken))
 }
 
 // drainQueue packs and hands to send each event still buffered, without

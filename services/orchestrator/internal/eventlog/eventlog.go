@@ -123,22 +123,14 @@ func Replay(ctx context.Context, js jetstream.JetStream, w Window, fn func(Recor
 			return st, nil
 		}
 		st.Scanned++
-		if isEmpty(msg.Data()) {
-			st.Undecodable++
+		delivered, undecodable, err := eachRecord(msg, Record{Seq: seq, Stored: md.Timestamp, Subject: msg.Subject()}, fn)
+		st.Delivered += delivered
+		st.Undecodable += undecodable
+		if errors.Is(err, ErrStop) {
+			return st, nil
 		}
-		for data := range events.Each(msg.Data()) {
-			rec := Record{Seq: seq, Stored: md.Timestamp, Subject: msg.Subject()}
-			if err := json.Unmarshal(data, &rec.Event); err != nil {
-				st.Undecodable++
-				continue
-			}
-			st.Delivered++
-			if err := fn(rec); err != nil {
-				if errors.Is(err, ErrStop) {
-					return st, nil
-				}
-				return st, err
-			}
+		if err != nil {
+			return st, err
 		}
 		if progress != nil {
 			progress(st.Scanned, st.Total)
@@ -183,35 +175,39 @@ func Tail(ctx context.Context, js jetstream.JetStream, category string, fn func(
 			}
 			return skipped, fmt.Errorf("%w: %w", ErrStream, err)
 		}
-		var seq uint64
-		var stored time.Time
+		base := Record{Subject: msg.Subject()}
 		if md, err := msg.Metadata(); err == nil {
-			seq, stored = md.Sequence.Stream, md.Timestamp
+			base.Seq, base.Stored = md.Sequence.Stream, md.Timestamp
 		}
-		if isEmpty(msg.Data()) {
-			skipped++
+		_, undecodable, err := eachRecord(msg, base, fn)
+		skipped += undecodable
+		if errors.Is(err, ErrStop) {
+			return skipped, nil
 		}
-		for data := range events.Each(msg.Data()) {
-			rec := Record{Seq: seq, Stored: stored, Subject: msg.Subject()}
-			if err := json.Unmarshal(data, &rec.Event); err != nil {
-				skipped++
-				continue
-			}
-			if err := fn(rec); err != nil {
-				if errors.Is(err, ErrStop) {
-					return skipped, nil
-				}
-				return skipped, err
-			}
+		if err != nil {
+			return skipped, err
 		}
 	}
 }
 
-// isEmpty tells a message that holds no event at all, which counts as one
-// undecodable event.
-func isEmpty(message []byte) bool {
-	for range events.Each(message) {
-		return false
+// eachRecord calls fn with each event of msg, as base with the event set,
+// until fn returns an error, which it returns. It counts the events handed
+// to fn and those that do not decode; a message with no event at all
+// counts as one undecodable.
+func eachRecord(msg jetstream.Msg, base Record, fn func(Record) error) (delivered, undecodable uint64, err error) {
+	for data := range events.Each(msg.Data()) {
+		rec := base
+		if err := json.Unmarshal(data, &rec.Event); err != nil {
+			undecodable++
+			continue
+		}
+		delivered++
+		if err := fn(rec); err != nil {
+			return delivered, undecodable, err
+		}
 	}
-	return true
+	if delivered+undecodable == 0 {
+		undecodable = 1
+	}
+	return delivered, undecodable, nil
 }
