@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -187,11 +188,17 @@ func (s *PostgresStore) migrate(ctx context.Context) error {
 // transaction, row by row (insertRows): a value PostgreSQL refuses (a data
 // exception, such as a NUL byte in a string) returns a *RowError naming the
 // event.
+//
+// Both go in event_id order: sinks storing overlapping batches at once (a
+// redelivery after AckWait while the first sink still writes) then wait on
+// each other's rows in one order, where in their own orders each could hold
+// a row the other waits for: a deadlock, which fails one batch.
 func (s *PostgresStore) Insert(ctx context.Context, recs []Record) (int, error) {
 	if len(recs) == 0 {
 		return 0, nil
 	}
-	n, err := s.copyRows(ctx, recs)
+	order := eventIDOrder(recs)
+	n, err := s.copyRows(ctx, recs, order)
 	if err == nil {
 		return n, nil
 	}
@@ -199,7 +206,19 @@ func (s *PostgresStore) Insert(ctx context.Context, recs []Record) (int, error) 
 		return 0, fmt.Errorf("%w: %s: %w", ErrInsert, s.where, err)
 	}
 	s.rowByRow.Add(1)
-	return s.insertRows(ctx, recs)
+	return s.insertRows(ctx, recs, order)
+}
+
+// eventIDOrder returns the indexes of recs sorted by event id.
+func eventIDOrder(recs []Record) []int {
+	order := make([]int, len(recs))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int {
+		return strings.Compare(recs[a].Event.EventID, recs[b].Event.EventID)
+	})
+	return order
 }
 
 // copyRows stores recs with one COPY, a statement of its own and so all or
@@ -209,21 +228,22 @@ func (s *PostgresStore) Insert(ctx context.Context, recs []Record) (int, error) 
 // nearly two thirds of the samples, on WAL writes, the extension lock and
 // index pages). Any row's fault fails it whole; a COPY that fails on a
 // stored event_id has written rows that VACUUM then removes.
-func (s *PostgresStore) copyRows(ctx context.Context, recs []Record) (int, error) {
+func (s *PostgresStore) copyRows(ctx context.Context, recs []Record, order []int) (int, error) {
 	n, err := s.pool.CopyFrom(ctx, pgx.Identifier{"selection_metrics"}, columns,
-		pgx.CopyFromSlice(len(recs), func(i int) ([]any, error) {
-			return insertArgs(&recs[i], recs[i].Event.Timestamp), nil
+		pgx.CopyFromSlice(len(order), func(i int) ([]any, error) {
+			r := &recs[order[i]]
+			return insertArgs(r, r.Event.Timestamp), nil
 		}))
 	return int(n), err
 }
 
-// insertRows writes recs in one transaction, one INSERT ... ON CONFLICT DO
-// NOTHING per row, pipelined in one round trip.
-func (s *PostgresStore) insertRows(ctx context.Context, recs []Record) (int, error) {
+// insertRows writes recs in one transaction, in the given order, one INSERT
+// ... ON CONFLICT DO NOTHING per row, pipelined in one round trip.
+func (s *PostgresStore) insertRows(ctx context.Context, recs []Record, order []int) (int, error) {
 	fail := func(err error) (int, error) { return 0, fmt.Errorf("%w: %s: %w", ErrInsert, s.where, err) }
 	b := &pgx.Batch{}
 	q := insertSQL(true)
-	for i := range recs {
+	for _, i := range order {
 		b.Queue(q, insertArgs(&recs[i], recs[i].Event.Timestamp)...)
 	}
 	tx, err := s.pool.Begin(ctx)
@@ -233,7 +253,7 @@ func (s *PostgresStore) insertRows(ctx context.Context, recs []Record) (int, err
 	defer func() { _ = tx.Rollback(ctx) }()
 	br := tx.SendBatch(ctx, b)
 	inserted := 0
-	for i := range recs {
+	for _, i := range order {
 		tag, err := br.Exec()
 		if err != nil {
 			_ = br.Close()

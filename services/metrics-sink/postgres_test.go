@@ -2,6 +2,7 @@ package metricssink
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
@@ -121,7 +122,7 @@ func TestPostgresCopyThenFallback(t *testing.T) {
 		t.Fatalf("Insert of new events = %d, %v, %d batches row by row; want 5 by COPY", n, err, s.rowByRow.Load())
 	}
 	mixed := records(t, makeEvents(3, 5)) // 3 and 4 are stored
-	_, err := s.copyRows(ctx, mixed)
+	_, err := s.copyRows(ctx, mixed, eventIDOrder(mixed))
 	var pe *pgconn.PgError
 	if !errors.As(err, &pe) || pe.Code != "23505" {
 		t.Fatalf("copyRows with stored events: error %v, want a unique violation", err)
@@ -134,5 +135,64 @@ func TestPostgresCopyThenFallback(t *testing.T) {
 	}
 	if c, err := s.Count(ctx); err != nil || c != 8 {
 		t.Fatalf("Count = %d, %v; want 8", c, err)
+	}
+}
+
+// TestPostgresOverlappingBatches: sinks storing overlapping batches at once
+// (a redelivery after AckWait while the first sink still writes) do not
+// deadlock. Another writer holds the lower of two event ids when a batch
+// listing the higher first goes in: the batch waits at the lower without
+// having taken the higher, so the other writer takes that at once, commits,
+// and the batch then skips both. In the batch's own order it would hold the
+// higher id while waiting: each would wait for the other.
+func TestPostgresOverlappingBatches(t *testing.T) {
+	s := openStore(t, postgresURL(t)).(*PostgresStore)
+	ctx := testCtx(t)
+	recs := records(t, makeEvents(0, 2))
+	slices.SortFunc(recs, func(a, b Record) int { return strings.Compare(a.Event.EventID, b.Event.EventID) })
+	low, high := recs[0], recs[1]
+
+	other, err := s.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = other.Rollback(ctx) }()
+	var otherPID int
+	if err := other.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&otherPID); err != nil {
+		t.Fatal(err)
+	}
+	insert := func(r Record) error {
+		_, err := other.Exec(ctx, insertSQL(true), insertArgs(&r, r.Event.Timestamp)...)
+		return err
+	}
+	if err := insert(low); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		n   int
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		n, err := s.Insert(ctx, []Record{high, low})
+		done <- result{n, err}
+	}()
+	waitFor(t, "the batch to wait for the other writer's row", func() bool {
+		var waiting int
+		err := s.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE $1 = ANY (pg_blocking_pids(pid))`, otherPID).Scan(&waiting)
+		return err == nil && waiting > 0
+	})
+	if err := insert(high); err != nil {
+		t.Fatalf("the other writer's second row: %v (the batch took it before the lower id)", err)
+	}
+	if err := other.Commit(ctx); err != nil {
+		t.Fatalf("the other writer's commit: %v", err)
+	}
+	if r := <-done; r.err != nil || r.n != 0 {
+		t.Fatalf("Insert = %d, %v; want 0 (both stored by the other writer) and no error", r.n, r.err)
+	}
+	if c, err := s.Count(ctx); err != nil || c != 2 {
+		t.Fatalf("Count = %d, %v; want 2", c, err)
 	}
 }
