@@ -41,7 +41,10 @@ type Config struct {
 	SimXidRate float64 `split_words:"true"`
 }
 
-func (c *Config) validate() error {
+// Validate returns an error wrapping ErrConfig that names every setting
+// that cannot work. New calls it; the binary calls it first, so that a bad
+// TELEMETRY_* variable is reported before anything connects.
+func (c *Config) Validate() error {
 	var problems []string
 	if c.Interval <= 0 {
 		problems = append(problems, fmt.Sprintf("TELEMETRY_INTERVAL %s must be positive", c.Interval))

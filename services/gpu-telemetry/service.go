@@ -82,7 +82,7 @@ func New(cfg Config, nc *nats.Conn, opts ...Option) (*Service, error) {
 	if nc == nil {
 		return nil, fmt.Errorf("%w: no NATS connection", ErrConfig)
 	}
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	s := &Service{cfg: cfg, nc: nc, log: log.Logger, now: time.Now, after: time.After}

@@ -54,7 +54,10 @@ func (c *Config) withDefaults() Config {
 	return out
 }
 
-func (c *Config) validate() error {
+// Validate returns an error wrapping ErrConfig that names every setting
+// that cannot work. New calls it; the binary calls it first, so that a bad
+// REGISTRY_* variable is reported before anything connects.
+func (c *Config) Validate() error {
 	var problems []string
 	if (c.SeedRegistry == "") != (c.SeedCategories == "") {
 		problems = append(problems, "REGISTRY_SEED_REGISTRY and REGISTRY_SEED_CATEGORIES must be set together")

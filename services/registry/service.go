@@ -76,7 +76,7 @@ func New(cfg Config, nc *nats.Conn, opts ...Option) (*Service, error) {
 	if nc == nil {
 		return nil, fmt.Errorf("%w: no NATS connection", ErrConfig)
 	}
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	s := &Service{cfg: cfg.withDefaults(), nc: nc, log: log.Logger, ready: make(chan struct{}), counts: newWriteCounts(), writer: writerName()}

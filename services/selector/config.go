@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nlocalmodels/orchestrator/pkg/bus"
@@ -52,23 +53,48 @@ type Config struct {
 	bus.ConnConfig
 }
 
-func (c *Config) validate() error {
+// Validate returns an error wrapping ErrConfig that names every setting
+// that cannot work. New calls it; the binary calls it first, so that a bad
+// SELECTOR_* variable is reported before anything connects.
+func (c *Config) Validate() error {
+	var problems []string
+	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	if c.Workers < 0 {
+		bad("SELECTOR_WORKERS %d must not be negative", c.Workers)
+	}
+	if c.MaxRequestBytes <= 0 {
+		bad("SELECTOR_MAX_REQUEST_BYTES %d must be positive", c.MaxRequestBytes)
+	}
+	if c.EventBuffer <= 0 {
+		bad("SELECTOR_EVENT_BUFFER %d must be positive", c.EventBuffer)
+	}
+	if c.EventPack < 1 || c.EventPack > events.MaxPerMessage {
+		bad("SELECTOR_EVENT_PACK %d is outside 1..%d", c.EventPack, events.MaxPerMessage)
+	}
 	switch {
-	case c.Workers < 0:
-		return fmt.Errorf("%w: SELECTOR_WORKERS %d must not be negative", ErrConfig, c.Workers)
-	case c.MaxRequestBytes <= 0:
-		return fmt.Errorf("%w: SELECTOR_MAX_REQUEST_BYTES %d must be positive", ErrConfig, c.MaxRequestBytes)
-	case c.EventBuffer <= 0:
-		return fmt.Errorf("%w: SELECTOR_EVENT_BUFFER %d must be positive", ErrConfig, c.EventBuffer)
-	case c.EventPack < 1 || c.EventPack > events.MaxPerMessage:
-		return fmt.Errorf("%w: SELECTOR_EVENT_PACK %d is outside 1..%d", ErrConfig, c.EventPack, events.MaxPerMessage)
 	case c.EventRetries < 0:
-		return fmt.Errorf("%w: SELECTOR_EVENT_RETRIES %d must not be negative", ErrConfig, c.EventRetries)
+		bad("SELECTOR_EVENT_RETRIES %d must not be negative", c.EventRetries)
 	case eventRetrySpan(c.EventRetries) > bus.SelectionDedupWindow:
-		return fmt.Errorf("%w: SELECTOR_EVENT_RETRIES %d would retry an event for up to %s, beyond the decision stream's %s dedup window (a retry could store an event twice)",
-			ErrConfig, c.EventRetries, eventRetrySpan(c.EventRetries), bus.SelectionDedupWindow)
-	case c.FleetRebuildInterval <= 0 || c.CatalogDebounce < 0 || c.WarmupTimeout <= 0 || c.DrainTimeout <= 0:
-		return fmt.Errorf("%w: SELECTOR_FLEET_REBUILD_INTERVAL, SELECTOR_WARMUP_TIMEOUT and SELECTOR_DRAIN_TIMEOUT must be positive, SELECTOR_CATALOG_DEBOUNCE not negative", ErrConfig)
+		bad("SELECTOR_EVENT_RETRIES %d would retry an event for up to %s, beyond the decision stream's %s dedup window (a retry could store an event twice)",
+			c.EventRetries, eventRetrySpan(c.EventRetries), bus.SelectionDedupWindow)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"SELECTOR_FLEET_REBUILD_INTERVAL", c.FleetRebuildInterval},
+		{"SELECTOR_WARMUP_TIMEOUT", c.WarmupTimeout},
+		{"SELECTOR_DRAIN_TIMEOUT", c.DrainTimeout},
+	} {
+		if d.v <= 0 {
+			bad("%s %s must be positive", d.name, d.v)
+		}
+	}
+	if c.CatalogDebounce < 0 {
+		bad("SELECTOR_CATALOG_DEBOUNCE %s must not be negative", c.CatalogDebounce)
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("%w: %s", ErrConfig, strings.Join(problems, "; "))
 	}
 	return nil
 }

@@ -93,7 +93,7 @@ func WithClock(now func() time.Time) Option { return func(s *Service) { s.now = 
 
 // New checks cfg and prepares a selector on nc; Run starts it.
 func New(cfg Config, nc *nats.Conn, opts ...Option) (*Service, error) {
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if nc == nil {

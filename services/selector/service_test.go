@@ -576,6 +576,24 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}
 }
 
+// Validate names every bad setting at once, so that one start shows them all.
+func TestValidateNamesEveryBadSetting(t *testing.T) {
+	cfg := DefaultConfig()
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("DefaultConfig().Validate() = %v", err)
+	}
+	cfg.Workers, cfg.EventPack, cfg.DrainTimeout, cfg.CatalogDebounce = -1, 0, 0, -time.Second
+	err := cfg.Validate()
+	if !errors.Is(err, ErrConfig) {
+		t.Fatalf("err = %v, want ErrConfig", err)
+	}
+	for _, name := range []string{"SELECTOR_WORKERS", "SELECTOR_EVENT_PACK", "SELECTOR_DRAIN_TIMEOUT", "SELECTOR_CATALOG_DEBOUNCE"} {
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("err = %v; it does not name %s", err, name)
+		}
+	}
+}
+
 // The stream's dedup window covers every retry the default config and up to
 // eight retries make; nine would outlast it (TestNewRejectsBadConfig).
 func TestEventRetrySpan(t *testing.T) {

@@ -36,6 +36,9 @@ func run(log zerolog.Logger) error {
 	if err := envconfig.Process("SINK", &cfg); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
+	if _, err := cfg.WithDefaults(); err != nil {
+		return err
+	}
 	cfg.Logger = &log
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -32,6 +32,9 @@ func run(log zerolog.Logger) error {
 	if err := envconfig.Process("SELECTOR", &cfg); err != nil {
 		return err
 	}
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
 	cfg.Logger = &log
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
