@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"math/big"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -191,7 +192,59 @@ func Decode(doc []byte) (any, error) {
 	if rest := bytes.TrimLeft(doc[end:], " \t\r\n"); len(rest) > 0 {
 		return nil, fmt.Errorf("%w at byte %d: data after the top-level value", ErrMalformedJSON, len(doc)-len(rest))
 	}
+	if err := duplicateKey(doc); err != nil {
+		return nil, err
+	}
 	return v, nil
+}
+
+// duplicateKey reports the first key that appears twice in one object of
+// doc, valid JSON: decoding keeps the last silently, so {"id": "a", "id":
+// "b"} would be stored as "b" with no sign of "a".
+func duplicateKey(doc []byte) error {
+	if bytes.IndexByte(doc, '{') < 0 {
+		return nil
+	}
+	type container struct {
+		keys map[string]bool // nil for an array
+		// wantKey: an object's next token is a key or its end.
+		wantKey bool
+	}
+	var stack []*container
+	dec := json.NewDecoder(bytes.NewReader(doc))
+	dec.UseNumber()
+	valueDone := func() {
+		if n := len(stack); n > 0 && stack[n-1].keys != nil {
+			stack[n-1].wantKey = true
+		}
+	}
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil // the end; Decode has reported any syntax error
+		}
+		if n := len(stack); n > 0 && stack[n-1].wantKey {
+			if key, ok := tok.(string); ok {
+				top := stack[n-1]
+				if top.keys[key] {
+					return fmt.Errorf("%w at byte %d: key %q appears twice in one object", ErrMalformedJSON, dec.InputOffset(), key)
+				}
+				top.keys[key], top.wantKey = true, false
+				continue
+			}
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, &container{keys: map[string]bool{}, wantKey: true})
+		case json.Delim('['):
+			stack = append(stack, &container{})
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+			valueDone()
+		default:
+			valueDone()
+		}
+	}
 }
 
 var printer = message.NewPrinter(language.English)
@@ -250,9 +303,16 @@ func boundMessage(k jsonschema.ErrorKind) string {
 	case *kind.ExclusiveMaximum:
 		got, want, how = b.Got, b.Want, "less than"
 	}
-	g, _ := got.Float64()
-	w, _ := want.Float64()
-	return fmt.Sprintf("%s: got %v, want %s %v", k.KeywordPath()[0], g, how, w)
+	return fmt.Sprintf("%s: got %s, want %s %s", k.KeywordPath()[0], ratString(got), how, ratString(want))
+}
+
+// ratString writes a bound's number as a person would: 1000000, not 1e+06.
+func ratString(r *big.Rat) string {
+	if r.IsInt() {
+		return r.Num().String()
+	}
+	f, _ := r.Float64()
+	return strconv.FormatFloat(f, 'g', -1, 64)
 }
 
 // keyPattern returns the key pattern of a map-like object schema (one

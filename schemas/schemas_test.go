@@ -220,10 +220,10 @@ func TestInvalidDocumentsFailAtPointer(t *testing.T) {
 		{"benchmark name with space", Benchmark, []edit{set("/name", "Human Eval")}, "/name", "pattern"},
 		{"category name with dot", Category, []edit{set("/name", "code.review")}, "/name", "pattern"},
 		{"category name with wildcard", Category, []edit{set("/name", "*")}, "/name", "pattern"},
-		{"category zero weight", Category, []edit{set("/weights/MBPP", 0)}, "/weights/MBPP", "exclusiveMinimum"},
+		{"category zero weight", Category, []edit{set("/weights/MBPP", 0)}, "/weights/MBPP", "minimum"},
 		{"category no weights", Category, []edit{set("/weights", map[string]any{})}, "/weights", "minProperties"},
 		{"category empty rationale", Category, []edit{set("/rationale/HumanEval", "")}, "/rationale/HumanEval", "minLength"},
-		{"categories file duplicate field", TaskCategoriesFile, []edit{set("/categories/1/weights/MATH", -1.5)}, "/categories/1/weights/MATH", "exclusiveMinimum"},
+		{"categories file duplicate field", TaskCategoriesFile, []edit{set("/categories/1/weights/MATH", -1.5)}, "/categories/1/weights/MATH", "minimum"},
 		{"categories file benchmark missing name", TaskCategoriesFile, []edit{del("/benchmarks/2/name")}, "/benchmarks/2", "required"},
 		{"config bad mode", SelectionConfig, []edit{set("/default_mode", "fastest")}, "/default_mode", "enum"},
 		{"config confidence zero", SelectionConfig, []edit{set("/confidence/secondary", 0)}, "/confidence/secondary", "exclusiveMinimum"},
@@ -357,6 +357,34 @@ func TestMalformedJSON(t *testing.T) {
 	}
 }
 
+// A key given twice in one object is refused where it is: decoding would
+// keep the last silently. The same key in different objects is fine.
+func TestDuplicateKeys(t *testing.T) {
+	for _, tc := range []struct {
+		doc, want string
+	}{
+		{`{"id": "a", "id": "b"}`, `byte 16: key "id" appears twice`},
+		{`{"a": {"b": 1, "b": 2}}`, `byte 18: key "b" appears twice`},
+		{`[{"x": [1, {"y": 1}], "y": 2, "x": 3}]`, `key "x" appears twice`},
+		{`[{"id": 1}, {"id": 2}]`, ""},
+		{`{"a": {"id": 1}, "b": {"id": 1}, "id": [{"id": 2}]}`, ""},
+		{`"{\"id\": 1, \"id\": 2}"`, ""},
+	} {
+		t.Run(tc.doc, func(t *testing.T) {
+			_, err := Decode([]byte(tc.doc))
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("err = %v, want none", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrMalformedJSON) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want ErrMalformedJSON saying %q", err, tc.want)
+			}
+		})
+	}
+}
+
 func TestUnknownSchema(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -413,6 +441,7 @@ func TestBoundMessagesSayWhichWay(t *testing.T) {
 		{"exclusive maximum", set("/tie_epsilon", 1), "exclusiveMaximum: got 1, want less than 1"},
 		{"maximum", set("/alternatives", 11), "maximum: got 11, want at most 10"},
 		{"minimum", set("/stale_after_ms", 0), "minimum: got 0, want at least 1"},
+		{"large integers as integers", set("/stale_after_ms", 86400001), "maximum: got 86400001, want at most 86400000"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

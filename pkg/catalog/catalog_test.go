@@ -238,6 +238,10 @@ func TestParseRules(t *testing.T) {
 			ErrInvalidWeight, CategoriesFileName, `categories[0] "code"`, "weights.MBPP", "weight 0 must be"},
 		{"negative weight", []edit{catSet("/categories/0/weights/MBPP", -0.8)},
 			ErrInvalidWeight, CategoriesFileName, `categories[0] "code"`, "weights.MBPP", "weight -0.8 must be"},
+		{"weight below MinWeight", []edit{catSet("/categories/0/weights/MBPP", 5e-324)},
+			ErrInvalidWeight, CategoriesFileName, `categories[0] "code"`, "weights.MBPP", "weight 5e-324 must be a number from 1e-06 to 1000"},
+		{"weight above MaxWeight", []edit{catSet("/categories/0/weights/MBPP", 1000.5)},
+			ErrInvalidWeight, CategoriesFileName, `categories[0] "code"`, "weights.MBPP", "weight 1000.5 must be"},
 		{"empty category", []edit{catSet("/categories/2/weights", map[string]any{})},
 			ErrEmptyCategory, CategoriesFileName, `categories[2] "reasoning"`, "weights", "weighs no benchmark"},
 		{"duplicate category", []edit{catAppend("/categories", map[string]any{"name": "code", "description": "again", "weights": map[string]any{"MBPP": 1}})},
@@ -593,6 +597,7 @@ func TestEdits(t *testing.T) {
 		}, ErrEmptyCategory, nil},
 		{"negative weight", func(c *Catalog) (*Catalog, error) { return c.WithBenchmarkWeight("code", "MBPP", -1) }, ErrInvalidWeight, nil},
 		{"NaN weight", func(c *Catalog) (*Catalog, error) { return c.WithBenchmarkWeight("code", "MBPP", math.NaN()) }, ErrInvalidWeight, nil},
+		{"subnormal weight", func(c *Catalog) (*Catalog, error) { return c.WithBenchmarkWeight("code", "MBPP", 5e-324) }, ErrInvalidWeight, nil},
 		{"weight in unknown category", func(c *Catalog) (*Catalog, error) { return c.WithBenchmarkWeight("chemistry", "MBPP", 1) }, ErrNotFound, nil},
 		{"weight of undeclared benchmark", func(c *Catalog) (*Catalog, error) { return c.WithBenchmarkWeight("code", "TriviaQA", 1) }, ErrUnknownBenchmark, nil},
 	}

@@ -28,7 +28,7 @@ var (
 	ErrScoreOutOfRange = errors.New("benchmark score out of range")
 	// ErrInvalidMemory: a model's gpu_memory_mb is not positive.
 	ErrInvalidMemory = errors.New("invalid gpu memory")
-	// ErrInvalidWeight: a benchmark weight is not a finite number above 0.
+	// ErrInvalidWeight: a benchmark weight is outside MinWeight..MaxWeight.
 	ErrInvalidWeight = errors.New("invalid benchmark weight")
 	// ErrInvalidConfidence: a confidence override is outside (0,1] or names a
 	// category the model does not list.

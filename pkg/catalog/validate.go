@@ -169,8 +169,8 @@ func check(in *input) []problem {
 			if _, ok := declared[b]; !ok {
 				c.add(r, "weights."+b, ErrUnknownBenchmark, "benchmark %q is not declared in %s", b, in.categoriesFile)
 			}
-			if math.IsNaN(w) || math.IsInf(w, 0) || w <= 0 {
-				c.add(r, "weights."+b, ErrInvalidWeight, "weight %v must be a finite number above 0", w)
+			if !(w >= MinWeight && w <= MaxWeight) {
+				c.add(r, "weights."+b, ErrInvalidWeight, "weight %v must be a number from %v to %v", w, MinWeight, MaxWeight)
 			}
 		}
 		for _, b := range slices.Sorted(maps.Keys(cat.Rationale)) {

@@ -449,3 +449,33 @@ func TestGoBoundsMatchTheSchemas(t *testing.T) {
 		}
 	}
 }
+
+// The catalog's benchmark weight bounds are the category schema's.
+func TestWeightBoundsMatchTheSchema(t *testing.T) {
+	src, err := schemas.Source(schemas.Category)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Properties struct {
+			Weights struct {
+				PatternProperties map[string]struct {
+					Minimum *float64 `json:"minimum"`
+					Maximum *float64 `json:"maximum"`
+				} `json:"patternProperties"`
+			} `json:"weights"`
+		} `json:"properties"`
+	}
+	if err := json.Unmarshal(src, &doc); err != nil {
+		t.Fatal(err)
+	}
+	bounds := doc.Properties.Weights.PatternProperties
+	if len(bounds) != 1 {
+		t.Fatalf("weights has %d key patterns, want 1", len(bounds))
+	}
+	for _, b := range bounds {
+		if b.Minimum == nil || *b.Minimum != catalog.MinWeight || b.Maximum == nil || *b.Maximum != catalog.MaxWeight {
+			t.Fatalf("schema weight bounds %v..%v, Go %v..%v", b.Minimum, b.Maximum, catalog.MinWeight, catalog.MaxWeight)
+		}
+	}
+}
