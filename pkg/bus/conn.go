@@ -53,8 +53,12 @@ const (
 // servers show (e.g. "selector"). opts are applied last, so they can override
 // anything set here. The connection reconnects forever; the error of a failed
 // first connect names the URL (without its password) and wraps ErrConnect, or
-// ErrConnConfig for settings that cannot work.
+// ErrConnConfig for settings that cannot work. An empty URL is NATS's
+// default, nats://127.0.0.1:4222, as an unset NATS_URL is.
 func Connect(ctx context.Context, cfg ConnConfig, name string, opts ...nats.Option) (*nats.Conn, error) {
+	if strings.TrimSpace(cfg.URL) == "" { // NATS_URL set but empty: envconfig keeps ""
+		cfg.URL = nats.DefaultURL
+	}
 	where := RedactURL(cfg.URL)
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%w %s: %w", ErrConnect, where, err)
@@ -114,11 +118,12 @@ func connOptions(cfg ConnConfig, name string) ([]nats.Option, error) {
 			if nc.IsClosed() {
 				return // a deliberate Close or Drain; ClosedHandler logs it
 			}
-			ev := lg.Warn().Str("url", RedactURL(nc.ConnectedUrl()))
+			// The connection no longer knows its server: name the ones it tries.
+			ev := lg.Warn().Str("url", RedactURL(cfg.URL))
 			if err != nil {
 				ev = ev.Err(err)
 			}
-			ev.Msg("nats disconnected")
+			ev.Msg("nats disconnected; reconnecting")
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			lg.Info().Str("url", RedactURL(nc.ConnectedUrl())).

@@ -184,11 +184,29 @@ func TestConnectLogsDisconnect(t *testing.T) {
 				if !strings.Contains(line, `"nats_conn":"logged"`) {
 					t.Errorf("disconnect line lacks the connection name: %s", line)
 				}
+				if !strings.Contains(line, s.ClientURL()) {
+					t.Errorf("disconnect line does not name the server %s: %s", s.ClientURL(), line)
+				}
 				return
 			}
 		case <-deadline:
 			t.Fatal("no disconnect logged")
 		}
+	}
+}
+
+// An empty URL (NATS_URL set to "") means NATS's default, as unset does.
+func TestConnectEmptyURLIsTheDefault(t *testing.T) {
+	nc, err := bus.Connect(testCtx(t), bus.ConnConfig{URL: " ", ConnectTimeout: time.Second}, "default")
+	if err == nil { // something serves the default port here
+		defer nc.Close()
+		if !strings.Contains(nc.ConnectedUrl(), "127.0.0.1:4222") {
+			t.Fatalf("connected to %s, want the default nats://127.0.0.1:4222", nc.ConnectedUrl())
+		}
+		return
+	}
+	if !errors.Is(err, bus.ErrConnect) || !strings.Contains(err.Error(), "nats://127.0.0.1:4222") {
+		t.Fatalf("err = %v, want ErrConnect naming nats://127.0.0.1:4222", err)
 	}
 }
 

@@ -8,6 +8,7 @@ package cfgpatch
 import (
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"slices"
 	"strconv"
@@ -24,6 +25,9 @@ var ErrBadValue = errors.New("bad config value")
 
 // ErrSyntax: an argument is not of the form key=value.
 var ErrSyntax = errors.New("config setting is not key=value")
+
+// ErrRepeatedKey: a key is given more than once (which value was meant?).
+var ErrRepeatedKey = errors.New("config key given more than once")
 
 // Key is one settable config field.
 type Key struct {
@@ -83,7 +87,7 @@ func lookup(name string) (Key, bool) {
 
 // Parse reads key=value arguments into a merge patch (nested maps keyed by
 // JSON name). Every bad argument is reported, joined; an unknown key's error
-// lists the valid ones. A key given twice keeps its last value.
+// lists the valid ones; a key given twice is refused.
 func Parse(args []string) (map[string]any, error) {
 	patch := map[string]any{}
 	var errs []error
@@ -103,7 +107,7 @@ func Parse(args []string) (map[string]any, error) {
 			continue
 		}
 		if seen[k.Name] { // which one was meant?
-			errs = append(errs, fmt.Errorf("%w: %s is given more than once", ErrSyntax, k.Name))
+			errs = append(errs, fmt.Errorf("%w: %s", ErrRepeatedKey, k.Name))
 			continue
 		}
 		seen[k.Name] = true
@@ -144,6 +148,9 @@ func parseValue(k Key, raw string) (any, error) {
 		v, err := strconv.ParseFloat(raw, 64)
 		if err != nil {
 			return nil, bad(err)
+		}
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return nil, bad(errors.New("not a finite number"))
 		}
 		return v, nil
 	default:

@@ -100,6 +100,7 @@ func TestRegistry(t *testing.T) {
 	if brokenCats == string(exampledata.Categories) {
 		t.Fatal("the example categories lack the HumanEval weight this test breaks")
 	}
+	brokenPath := writeFile(t, "cats.json", brokenCats)
 	steps := []cliCase{
 		{name: "list models", args: []string{"registry", "list"}, stdout: []string{"qwen2.5-coder-7b-instruct-q4_k_m", "code,reasoning,math", "20 models"}},
 		{name: "list categories", args: []string{"registry", "list", "categories"}, stdout: []string{"HumanEval 1, MBPP 0.8", "6 categories"}},
@@ -132,6 +133,18 @@ func TestRegistry(t *testing.T) {
 			code: 1, stderr: []string{"400", "\n  - ", "gpu_memory_mb", "source"},
 		},
 		{name: "put a file that is not JSON", args: []string{"registry", "put", "model", writeFile(t, "x.json", "id: x")}, code: 1, stderr: []string{"not JSON"}},
+		{
+			name: "put a model whose key is given twice", args: []string{"registry", "put", "model", writeFile(t, "dup.json", strings.Replace(newModel, `"id": "test-model-q4"`, `"id": "dup-first", "id": "test-model-q4"`, 1))},
+			code: 1, stderr: []string{"400", `key "id" appears twice`},
+		},
+		{
+			name: "put a category document as a model", args: []string{"registry", "put", "model", writeFile(t, "cat-as-model.json", `{"name": "x", "description": "d", "weights": {"MGSM": 1}}`)},
+			code: 2, stderr: []string{"not a model document but a category", "registry put category"},
+		},
+		{
+			name: "put a file larger than the server takes", args: []string{"registry", "put", "model", writeFile(t, "big.json", `{"id": "big", "name": "`+strings.Repeat("a", 1<<20)+`"}`)},
+			code: 1, stderr: []string{"max_payload", "1.0 MiB", "big.json"},
+		},
 		{name: "put a missing file", args: []string{"registry", "put", "model", "/nonexistent/m.json"}, code: 1, stderr: []string{"no such file"}},
 		{name: "delete model", args: []string{"registry", "delete", "model", "test-model-q4"}, stdout: []string{"deleted model test-model-q4"}},
 		{name: "deleted is gone", args: []string{"registry", "get", "model", "test-model-q4"}, code: 1, stderr: []string{"404"}},
@@ -156,10 +169,21 @@ func TestRegistry(t *testing.T) {
 			stdout: []string{"20 models, 6 categories, 19 benchmarks (removed 0 models, 0 categories)"},
 		},
 		{
-			name: "import a broken document changes nothing",
-			args: []string{"registry", "import", "--registry", filepath.Join(exportDir, "MODEL_REGISTRY.json"), "--categories", writeFile(t, "cats.json", brokenCats)},
-			code: 1, stderr: []string{"\n  - ", "NoSuchBench"},
+			name: "import a broken document changes nothing; its problems name the file given",
+			args: []string{"registry", "import", "--registry", filepath.Join(exportDir, "MODEL_REGISTRY.json"), "--categories", brokenPath},
+			code: 1, stderr: []string{"\n  - " + brokenPath + ":", "NoSuchBench"},
 		},
+		{
+			name: "import with the files swapped",
+			args: []string{"registry", "import", "--registry", filepath.Join(exportDir, "task_categories.json"), "--categories", filepath.Join(exportDir, "MODEL_REGISTRY.json")},
+			code: 2, stderr: []string{"swap them"},
+		},
+		{
+			name:   "import files saved with a byte order mark",
+			args:   []string{"registry", "import", "--registry", writeFile(t, "reg-bom.json", "\ufeff"+string(exampledata.Registry)), "--categories", writeFile(t, "cats-bom.json", "\ufeff"+string(exampledata.Categories))},
+			stdout: []string{"20 models, 6 categories"},
+		},
+		{name: "export into a file", args: []string{"registry", "export", "--out-dir", brokenPath}, code: 1, stderr: []string{"cannot write output", "--out-dir"}},
 		{name: "still 20 models", args: []string{"registry", "list"}, stdout: []string{"20 models"}},
 		{name: "import needs both files", args: []string{"registry", "import", "--registry", "x.json"}, code: 2, stderr: []string{"--categories"}},
 		{
@@ -176,6 +200,10 @@ func TestRegistry(t *testing.T) {
 		},
 	}
 	ts.runCases(t, steps)
+	r := ts.run(t, "registry", "put", "model", writeFile(t, "bad2.json", badModel))
+	if r.code != 1 || strings.Contains(r.stderr, "bad request: bad request") {
+		t.Fatalf("exit %d; the error should say its code's name once: %s", r.code, r.stderr)
+	}
 }
 
 // TestWeightsSetChangesSelection is the seed's setBenchmarkWeight: a weight
@@ -212,6 +240,9 @@ func TestWeightsSetChangesSelection(t *testing.T) {
 		{"negative weight", []string{"weights", "set", "--", "general", "MMLU", "-1"}, 1, "MMLU"},
 		{"not a number", []string{"weights", "set", "general", "MMLU", "lots"}, 2, "not a number"},
 		{"NaN", []string{"weights", "set", "general", "MMLU", "NaN"}, 2, "finite"},
+		{"negative weight without --", []string{"weights", "set", "general", "MMLU", "-1"}, 2, "put -- before the arguments"},
+		{"weight too small to score", []string{"weights", "set", "general", "MMLU", "5e-324"}, 1, "from 1e-06 to 1000"},
+		{"no reply in time", []string{"--timeout", "1ns", "weights", "set", "general", "MMLU", "2"}, 3, "may have been applied: look with `orchestrator weights get general`"},
 	}
 	for _, tc := range refused {
 		t.Run(tc.name, func(t *testing.T) {
@@ -262,6 +293,8 @@ func TestConfigRollback(t *testing.T) {
 		}},
 		{name: "unknown key to get", args: []string{"config", "get", "gpu_awareness"}, code: 2, stderr: []string{`"gpu_awareness"`, "valid keys"}},
 		{name: "key given twice", args: []string{"config", "set", "gpu_aware=false", "gpu_aware=true"}, code: 2, stderr: []string{"more than once"}},
+		{name: "not a finite number", args: []string{"config", "set", "max_temperature_c=NaN"}, code: 2, stderr: []string{"max_temperature_c", "not a finite number"}},
+		{name: "a large integer out of range", args: []string{"config", "set", "alternatives=1000000"}, code: 1, stderr: []string{"got 1000000, want at most 10"}},
 		{name: "roll forward", args: []string{"config", "set", "gpu_aware=true"}, stdout: []string{"gpu_aware: false -> true"}, stderr: []string{"live on 1 selector(s)"}},
 	}
 	ts.runCases(t, tests)

@@ -82,7 +82,7 @@ Valid keys: ` + joinKeys() + `.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			patch, err := cfgpatch.Parse(args)
 			if err != nil {
-				if errors.Is(err, cfgpatch.ErrUnknownKey) || errors.Is(err, cfgpatch.ErrSyntax) || errors.Is(err, cfgpatch.ErrBadValue) {
+				if errors.Is(err, cfgpatch.ErrUnknownKey) || errors.Is(err, cfgpatch.ErrSyntax) || errors.Is(err, cfgpatch.ErrBadValue) || errors.Is(err, cfgpatch.ErrRepeatedKey) {
 					return &usageError{cmd: cmd.CommandPath(), err: err}
 				}
 				return err
@@ -93,7 +93,7 @@ Valid keys: ` + joinKeys() + `.`,
 				if err := a.request(ctx, nc, registrySubject("config.get"), nil, &before); err != nil {
 					return err
 				}
-				if err := a.request(ctx, nc, registrySubject("config.patch"), patch, &after); err != nil {
+				if err := a.change(ctx, nc, registrySubject("config.patch"), patch, &after, "orchestrator config get"); err != nil {
 					return err
 				}
 				a.awaitSelectors(ctx, nc, bus.ConfigBucket)

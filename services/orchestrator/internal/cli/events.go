@@ -194,6 +194,14 @@ func (f *windowFlags) window(cmd *cobra.Command) (eventlog.Window, error) {
 		if w.Until, err = eventlog.ParseTime(f.until, now); err != nil {
 			return w, &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("--until: %w", err)}
 		}
+		if w.Until.Before(w.Since) {
+			return w, &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("%w: %w: --until %s is before --since %s",
+				ErrUsage, eventlog.ErrWindow, w.Until.Format(time.RFC3339), w.Since.Format(time.RFC3339))}
+		}
+	}
+	if w.Since.After(now) {
+		return w, &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("%w: %w: --since %s is in the future (now is %s)",
+			ErrUsage, eventlog.ErrWindow, w.Since.Format(time.RFC3339), now.Format(time.RFC3339))}
 	}
 	return w, nil
 }

@@ -67,10 +67,10 @@ func TestEventsReplay(t *testing.T) {
 			args:   []string{"--since", before.Add(-time.Hour).Format(time.RFC3339), "--until", before.Add(-time.Minute).Format(time.RFC3339)},
 			stderr: []string{"replayed 0 events (0 of"},
 		},
-		{name: "window after the decisions", args: []string{"--since", time.Now().Add(time.Hour).Format(time.RFC3339)}, stderr: []string{"replayed 0 events (0 of 0 messages)"}},
+		{name: "a window starting in the future", args: []string{"--since", time.Now().Add(time.Hour).Format(time.RFC3339)}, code: 2, stderr: []string{"in the future"}},
 		{name: "no --since", args: nil, code: 2, stderr: []string{"--since is required"}},
 		{name: "bad --since", args: []string{"--since", "yesterday"}, code: 2, stderr: []string{`"yesterday"`, "RFC 3339"}},
-		{name: "until before since", args: []string{"--since", "1h", "--until", "2h"}, code: 1, stderr: []string{"before --since"}},
+		{name: "until before since", args: []string{"--since", "1h", "--until", "2h"}, code: 2, stderr: []string{"before --since"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -80,6 +80,9 @@ func TestEventsReplay(t *testing.T) {
 			}
 			mustContain(t, "stderr", r.stderr, tc.stderr...)
 			if tc.code != 0 {
+				if strings.Contains(r.stderr, "replayed") {
+					t.Fatalf("a refused window was read first: %s", r.stderr)
+				}
 				return
 			}
 			evs := jsonLines(t, r.stdout)
@@ -165,6 +168,8 @@ func TestWhatif(t *testing.T) {
 			stdout: []string{"weight  general/TruthfulQA -> 5", "would change:  4 (50.0%)", "general", "-> ", "phi-3.5-mini-instruct-q4_k_m", "first 4 changed event(s)"},
 		},
 		{name: "one category only", spec: `{"weights": {"general": {"TruthfulQA": 5}}}`, args: []string{"--category", "math"}, stdout: []string{"events read:                  4", "would change:  0"}, stderrIn: []string{"re-scored 4 of 8 events read"}},
+		{name: "a category the registry lacks", spec: `{}`, args: []string{"--category", "cooking"}, stdout: []string{"events read:                  0"}, stderrIn: []string{`no category "cooking"`, "re-scored 0 of 8 events read"}},
+		{name: "a spec saved with a byte order mark", spec: "\ufeff{}", stdout: []string{"would change:  0 (0.0%)"}},
 		{name: "misspelt field", spec: `{"gpu_awre": false}`, code: 1, stderrIn: []string{"gpu_awre"}},
 		{name: "unknown benchmark", spec: `{"weights": {"general": {"Nope": 1}}}`, code: 1, stderrIn: []string{"Nope"}},
 		{name: "invalid config", spec: `{"tie_epsilon": 3}`, code: 1, stderrIn: []string{"tie_epsilon"}},
@@ -199,6 +204,9 @@ func TestWhatif(t *testing.T) {
 	}
 	if r := ts.run(t, "whatif", "--since", "1h"); r.code != 2 {
 		t.Fatalf("whatif without --config: exit %d, want 2", r.code)
+	}
+	if r := ts.run(t, "whatif", "--config", writeFile(t, "w.json", "{}"), "--since", "1h", "--until", "2h"); r.code != 2 || !strings.Contains(r.stderr, "before --since") || strings.Contains(r.stderr, "re-scored") {
+		t.Fatalf("whatif with --until before --since: exit %d, stderr %q; want 2, refused before reading", r.code, r.stderr)
 	}
 }
 

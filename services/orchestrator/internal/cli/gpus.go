@@ -63,6 +63,9 @@ selector will not place on them), unhealthy GPUs UNHEALTHY with the reason.`,
 					if !a.json {
 						fmt.Fprintf(a.stdout, "%s  GPUs on %s (every %s, stale after %s; Ctrl-C to stop)\n",
 							time.Now().Format("15:04:05"), bus.TelemetryStream, every, staleAfter)
+						if err := bus.Connected(nc); err != nil { // the rows stop changing: say why
+							fmt.Fprintf(a.stdout, "NATS: %v; the rows are the samples received before\n", err)
+						}
 					}
 					if err := a.printGPUs(cache, staleAfter, time.Now()); err != nil {
 						return err

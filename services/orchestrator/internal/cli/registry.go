@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -20,18 +22,89 @@ import (
 // registrySubject is the subject of a registry endpoint, e.g. "models.list".
 func registrySubject(endpoint string) string { return bus.RegistrySubjectPrefix + "." + endpoint }
 
+// utf8BOM starts files some editors save; JSON readers may skip it.
+var utf8BOM = []byte("\xef\xbb\xbf")
+
 // readJSONFile reads a file that must hold JSON; the service validates the rest.
 func readJSONFile(path string) (json.RawMessage, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrFile, err)
 	}
+	data = bytes.TrimPrefix(data, utf8BOM)
 	if !json.Valid(data) {
 		var probe any
 		err := json.Unmarshal(data, &probe)
 		return nil, fmt.Errorf("%w: %s is not JSON: %w", ErrFile, path, err)
 	}
 	return data, nil
+}
+
+// topKeys lists the top-level keys of a JSON object (none for anything else).
+func topKeys(doc json.RawMessage) map[string]bool {
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(doc, &obj) != nil {
+		return nil
+	}
+	keys := make(map[string]bool, len(obj))
+	for k := range obj {
+		keys[k] = true
+	}
+	return keys
+}
+
+// otherDocument says what a document given as a model or a category is
+// instead, when its top-level keys make that plain ("" when they do not):
+// the schema's list of problems would not say it.
+func otherDocument(kind string, doc json.RawMessage) string {
+	keys := topKeys(doc)
+	switch {
+	case keys == nil:
+		return ""
+	case kind == "model" && keys["models"]:
+		return "a whole registry (it has \"models\"): use `orchestrator registry import`"
+	case kind == "model" && !keys["id"] && keys["weights"]:
+		return "a category (it has \"weights\", no \"id\"): use `orchestrator registry put category FILE`"
+	case kind == "category" && keys["categories"]:
+		return "a whole task_categories file (it has \"categories\"): use `orchestrator registry import`"
+	case kind == "category" && !keys["weights"] && keys["id"]:
+		return "a model (it has \"id\", no \"weights\"): use `orchestrator registry put model FILE`"
+	}
+	return ""
+}
+
+// swappedImport tells an import whose two files are the wrong way round, or
+// either of them the other kind ("" when neither is plainly so).
+func swappedImport(regPath string, reg json.RawMessage, catPath string, cats json.RawMessage) string {
+	rk, ck := topKeys(reg), topKeys(cats)
+	regIsCats := rk != nil && !rk["models"] && rk["categories"]
+	catsIsReg := ck != nil && !ck["categories"] && ck["models"]
+	switch {
+	case regIsCats && catsIsReg:
+		return fmt.Sprintf("--registry %s holds categories and --categories %s holds models: swap them", regPath, catPath)
+	case regIsCats:
+		return fmt.Sprintf("--registry %s holds categories, not models: it looks like a %s", regPath, catalog.CategoriesFileName)
+	case catsIsReg:
+		return fmt.Sprintf("--categories %s holds models, not categories: it looks like a %s", catPath, catalog.RegistryFileName)
+	}
+	return ""
+}
+
+// nameFiles puts the user's file names in place of the registry's own in a
+// service error's problems ("MODEL_REGISTRY.json: models[0] ...").
+func nameFiles(err error, regPath, catPath string) error {
+	var se *ServiceError
+	if !errors.As(err, &se) {
+		return err
+	}
+	for i, p := range se.Problems {
+		if rest, ok := strings.CutPrefix(p, catalog.RegistryFileName+":"); ok {
+			se.Problems[i] = regPath + ":" + rest
+		} else if rest, ok := strings.CutPrefix(p, catalog.CategoriesFileName+":"); ok {
+			se.Problems[i] = catPath + ":" + rest
+		}
+	}
+	return err
 }
 
 // kindArg reads the model|category argument of get, put and delete.
@@ -77,10 +150,16 @@ problem is listed. Models and categories the documents lack are removed.`,
 			if err != nil {
 				return err
 			}
+			if why := swappedImport(regPath, reg, catPath, cats); why != "" {
+				return usage(cmd, "%s", why)
+			}
 			return a.withConn(cmd.Context(), "registry import", func(nc *nats.Conn) error {
 				var rep registry.ImportReply
-				if err := a.request(cmd.Context(), nc, registrySubject("import"), registry.ImportRequest{Registry: reg, Categories: cats}, &rep); err != nil {
-					return err
+				if err := a.change(cmd.Context(), nc, registrySubject("import"), registry.ImportRequest{Registry: reg, Categories: cats}, &rep, "orchestrator registry list"); err != nil {
+					if errors.Is(err, ErrTooLarge) {
+						return fmt.Errorf("%w (%s is %s, %s %s)", err, regPath, fmtSize(int64(len(reg))), catPath, fmtSize(int64(len(cats))))
+					}
+					return nameFiles(err, regPath, catPath)
 				}
 				a.awaitSelectors(cmd.Context(), nc, bus.ModelsBucket, bus.CategoriesBucket)
 				if a.json {
@@ -113,7 +192,7 @@ func (a *app) registryExportCmd() *cobra.Command {
 					return a.printJSON(rep)
 				}
 				if err := os.MkdirAll(outDir, 0o750); err != nil {
-					return fmt.Errorf("%w: %w", ErrFile, err)
+					return fmt.Errorf("%w: --out-dir: %w", ErrOutput, err)
 				}
 				docs := []struct {
 					name string
@@ -126,7 +205,7 @@ func (a *app) registryExportCmd() *cobra.Command {
 					}
 					path := filepath.Join(outDir, d.name)
 					if err := os.WriteFile(path, append(data, '\n'), 0o644); err != nil {
-						return fmt.Errorf("%w: %w", ErrFile, err)
+						return fmt.Errorf("%w: %w", ErrOutput, err)
 					}
 					if !a.json {
 						fmt.Fprintln(a.stdout, "wrote", path)
@@ -271,10 +350,13 @@ rules. A refused document changes nothing and every problem is listed.`,
 			if err != nil {
 				return err
 			}
-			return a.withConn(cmd.Context(), "registry put", func(nc *nats.Conn) error {
+			if other := otherDocument(kind, doc); other != "" {
+				return usage(cmd, "%s is not a %s document but %s", args[1], kind, other)
+			}
+			err = a.withConn(cmd.Context(), "registry put", func(nc *nats.Conn) error {
 				if kind == "category" {
 					var rep registry.CategoryPutReply
-					if err := a.request(cmd.Context(), nc, registrySubject("categories.put"), doc, &rep); err != nil {
+					if err := a.change(cmd.Context(), nc, registrySubject("categories.put"), doc, &rep, "orchestrator registry list categories"); err != nil {
 						return err
 					}
 					a.awaitSelectors(cmd.Context(), nc, bus.CategoriesBucket)
@@ -285,7 +367,7 @@ rules. A refused document changes nothing and every problem is listed.`,
 					return nil
 				}
 				var rep registry.ModelPutReply
-				if err := a.request(cmd.Context(), nc, registrySubject("models.put"), doc, &rep); err != nil {
+				if err := a.change(cmd.Context(), nc, registrySubject("models.put"), doc, &rep, "orchestrator registry list models"); err != nil {
 					return err
 				}
 				a.awaitSelectors(cmd.Context(), nc, bus.ModelsBucket)
@@ -295,6 +377,10 @@ rules. A refused document changes nothing and every problem is listed.`,
 				fmt.Fprintf(a.stdout, "stored model %s (revision %d)\n", rep.ID, rep.Revision)
 				return nil
 			})
+			if errors.Is(err, ErrTooLarge) {
+				return fmt.Errorf("%w (%s)", err, args[1])
+			}
+			return err
 		},
 	}
 }
@@ -315,7 +401,7 @@ func (a *app) registryDeleteCmd() *cobra.Command {
 				if kind == "category" {
 					body, subject = registry.NameRequest{Name: args[1]}, registrySubject("categories.delete")
 				}
-				if err := a.request(cmd.Context(), nc, subject, body, nil); err != nil {
+				if err := a.change(cmd.Context(), nc, subject, body, nil, "orchestrator registry get "+kind+" "+args[1]); err != nil {
 					return err
 				}
 				a.awaitSelectors(cmd.Context(), nc, bus.ModelsBucket, bus.CategoriesBucket)

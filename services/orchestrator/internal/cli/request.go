@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
@@ -24,7 +26,10 @@ type ServiceError struct {
 }
 
 func (e *ServiceError) Error() string {
-	return fmt.Sprintf("%s answered %s %s: %s", e.Subject, e.Code, codeName(e.Code), e.Description)
+	name := codeName(e.Code)
+	// Services word their errors from their own sentinels ("bad request:
+	// ..."): say the code's name once.
+	return fmt.Sprintf("%s answered %s %s: %s", e.Subject, e.Code, name, strings.TrimPrefix(e.Description, name+": "))
 }
 
 func codeName(code string) string {
@@ -59,6 +64,10 @@ func (a *app) request(ctx context.Context, nc *nats.Conn, subject string, body, 
 			return fmt.Errorf("encode request to %s: %w", subject, err)
 		}
 	}
+	if limit := nc.MaxPayload(); limit > 0 && int64(len(data)) > limit {
+		return fmt.Errorf("%w: the request to %s is %s; the NATS server takes at most %s per message (its max_payload)",
+			ErrTooLarge, subject, fmtSize(int64(len(data))), fmtSize(limit))
+	}
 	ctx, cancel := context.WithTimeout(ctx, a.timeout)
 	defer cancel()
 	msg, err := nc.RequestWithContext(ctx, subject, data)
@@ -88,6 +97,29 @@ func (a *app) request(ctx context.Context, nc *nats.Conn, subject string, body, 
 		return fmt.Errorf("%w from %s: %w", ErrBadReply, subject, err)
 	}
 	return nil
+}
+
+// change sends a request that changes something (see request). Without a
+// reply in time the change may still have been applied, only its answer
+// lost or late: the error says so, names how to look, and exits 3.
+func (a *app) change(ctx context.Context, nc *nats.Conn, subject string, body, out any, check string) error {
+	err := a.request(ctx, nc, subject, body, out)
+	if errors.Is(err, ErrTimeout) {
+		return fmt.Errorf("%w: %s did not answer within %s; the change may have been applied: look with `%s` before trying again",
+			ErrOutcomeUnknown, subject, a.timeout, check)
+	}
+	return err
+}
+
+// fmtSize writes a byte count for people: 1.3 MiB, 512 KiB, 300 B.
+func fmtSize(n int64) string {
+	switch {
+	case n >= 1<<20:
+		return strconv.FormatFloat(float64(n)/(1<<20), 'f', 1, 64) + " MiB"
+	case n >= 1<<10:
+		return strconv.FormatFloat(float64(n)/(1<<10), 'f', 1, 64) + " KiB"
+	}
+	return strconv.FormatInt(n, 10) + " B"
 }
 
 // printError writes err and, for a service error, each problem it lists.

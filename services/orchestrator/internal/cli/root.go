@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
@@ -37,7 +38,8 @@ type app struct {
 }
 
 // Execute runs the command line args (without the program name) and returns
-// the process exit code: 0, 1 for a failure, 2 for a usage error. Errors are
+// the process exit code: 0, 1 for a failure, 2 for a usage error, 3 for a
+// change that got no reply in time (it may have been applied). Errors are
 // printed on stderr, with every problem a service listed.
 func Execute(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
 	a := &app{stdout: stdout, stderr: stderr, getenv: getenv}
@@ -50,6 +52,9 @@ func Execute(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 		return 0
 	}
 	printError(stderr, err)
+	if errors.Is(err, ErrOutcomeUnknown) {
+		return 3
+	}
 	var ue *usageError
 	if errors.As(err, &ue) {
 		fmt.Fprintf(stderr, "see '%s --help'\n", ue.cmd)
@@ -61,6 +66,10 @@ func Execute(ctx context.Context, args []string, stdout, stderr io.Writer, geten
 	}
 	return 1
 }
+
+// negativeNumberRE matches pflag's error for an argument such as -1, which
+// it reads as a cluster of short flags.
+var negativeNumberRE = regexp.MustCompile(`^unknown shorthand flag: '.' in (-[0-9.][0-9.eE+-]*)$`)
 
 // usageError is a command line the command cannot take.
 type usageError struct {
@@ -99,7 +108,10 @@ nats://127.0.0.1:4222) and NATS_CREDS, NATS_NKEY, NATS_USER, NATS_PASSWORD,
 NATS_TOKEN, NATS_TLS_CA, NATS_TLS_CERT, NATS_TLS_KEY.
 
 Rollback plan (the seed's "disable GPU monitoring"), live, no redeploy:
-  orchestrator config set gpu_aware=false`,
+  orchestrator config set gpu_aware=false
+
+Exit status: 0 done, 1 failed, 2 a command line it cannot take, 3 a change
+that got no reply in time (it may have been applied: look before retrying).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -110,6 +122,9 @@ Rollback plan (the seed's "disable GPU monitoring"), live, no redeploy:
 		return nil
 	}
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		if m := negativeNumberRE.FindStringSubmatch(err.Error()); m != nil {
+			return &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("%w: %s is read as a flag: put -- before the arguments to pass a negative number (e.g. `%s -- ARGS`)", ErrUsage, m[1], cmd.CommandPath())}
+		}
 		return &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("%w: %w", ErrUsage, err)}
 	})
 	pf := root.PersistentFlags()
@@ -146,7 +161,12 @@ func (a *app) connect(ctx context.Context, name string) (*nats.Conn, error) {
 	}
 	lg := zerolog.New(a.stderr).Level(zerolog.WarnLevel).With().Timestamp().Logger()
 	cfg.Logger = &lg
-	nc, err := bus.Connect(ctx, cfg, "orchestrator "+name)
+	// The services log a reconnect as info; here it follows the warning of
+	// the disconnect, which would otherwise be the last word.
+	reconnected := nats.ReconnectHandler(func(nc *nats.Conn) {
+		lg.Warn().Str("url", bus.RedactURL(nc.ConnectedUrl())).Msg("nats reconnected")
+	})
+	nc, err := bus.Connect(ctx, cfg, "orchestrator "+name, reconnected)
 	if err != nil {
 		return nil, fmt.Errorf("%w (is `orchestrator serve` running? set NATS_URL or --nats-url to reach another server)", err)
 	}

@@ -63,7 +63,7 @@ from the category (a category must keep at least one weight).`,
 				before, rationale, _ := a.weightOf(ctx, nc, args[0], args[1])
 				var c catalog.Category
 				req := registry.WeightRequest{Category: args[0], Benchmark: args[1], Weight: &w}
-				if err := a.request(ctx, nc, registrySubject("weights.set"), req, &c); err != nil {
+				if err := a.change(ctx, nc, registrySubject("weights.set"), req, &c, "orchestrator weights get "+args[0]); err != nil {
 					return err
 				}
 				a.awaitSelectors(ctx, nc, bus.CategoriesBucket)

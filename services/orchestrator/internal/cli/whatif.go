@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -57,7 +58,7 @@ category:
 			if err != nil {
 				return fmt.Errorf("%w: %w", ErrFile, err)
 			}
-			spec, err := whatif.ParseSpec(data)
+			spec, err := whatif.ParseSpec(bytes.TrimPrefix(data, utf8BOM))
 			if err != nil {
 				return fmt.Errorf("%w: %s: %w", ErrFile, specPath, err)
 			}
@@ -67,6 +68,7 @@ category:
 				if err != nil {
 					return err
 				}
+				a.noteUnknownCategory(ctx, nc, category)
 				newCat, newCfg, err := spec.Apply(cat, cfg)
 				if err != nil {
 					return fmt.Errorf("%s: %w", specPath, err)
