@@ -145,6 +145,9 @@ func ValidateValue(name Name, v any) error {
 	if err != nil {
 		return err
 	}
+	if bad := hugeNumbers(v, nil, nil); len(bad) > 0 {
+		return &ValidationError{Schema: name, Violations: bad}
+	}
 	err = all[name].Validate(v)
 	if err == nil {
 		return nil
@@ -306,9 +309,43 @@ func boundMessage(k jsonschema.ErrorKind) string {
 	return fmt.Sprintf("%s: got %s, want %s %s", k.KeywordPath()[0], ratString(got), how, ratString(want))
 }
 
-// ratString writes a bound's number as a person would: 1000000, not 1e+06.
+// maxExponent bounds a number's decimal exponent: float64 spans 1e-324 to
+// 1e308, and the validator's exact arithmetic on 1e9999999 fails (the
+// library then dereferences nil) or takes ages.
+const maxExponent = 1000
+
+// hugeNumbers lists the json.Numbers in v that no float64 holds or whose
+// exponent is beyond maxExponent, with their pointers: the validator must
+// not see them.
+func hugeNumbers(v any, at []string, out []Violation) []Violation {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			out = hugeNumbers(e, append(at, k), out)
+		}
+	case []any:
+		for i, e := range x {
+			out = hugeNumbers(e, append(at, strconv.Itoa(i)), out)
+		}
+	case json.Number:
+		s := string(x)
+		_, err := strconv.ParseFloat(s, 64)
+		exp := 0
+		if i := strings.IndexAny(s, "eE"); i >= 0 {
+			exp, _ = strconv.Atoi(strings.TrimPrefix(s[i+1:], "+"))
+		}
+		if err != nil || exp > maxExponent || exp < -maxExponent {
+			out = append(out, Violation{Pointer: pointer(at), Keyword: "type",
+				Message: fmt.Sprintf("number %.40s is beyond what a float64 holds", s)})
+		}
+	}
+	return out
+}
+
+// ratString writes a bound's number as a person would: 1000000, not
+// 1e+06; beyond int64, as a float (1e+100, not a hundred digits).
 func ratString(r *big.Rat) string {
-	if r.IsInt() {
+	if r.IsInt() && r.Num().IsInt64() {
 		return r.Num().String()
 	}
 	f, _ := r.Float64()

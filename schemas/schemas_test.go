@@ -385,6 +385,28 @@ func TestDuplicateKeys(t *testing.T) {
 	}
 }
 
+// Numbers no float64 holds are refused where they are, before the
+// validator's exact arithmetic meets them (1e9999999 made it dereference
+// nil); a large bound violation stays short.
+func TestHugeNumbers(t *testing.T) {
+	for _, tc := range []struct {
+		number, want string
+	}{
+		{"1e9999999", "/weights/MBPP: number 1e9999999 is beyond what a float64 holds"},
+		{"-1E-9999999", "/weights/MBPP: number -1E-9999999 is beyond what a float64 holds"},
+		{"1" + strings.Repeat("0", 400), "is beyond what a float64 holds"},
+		{"1e300", "maximum: got 1e+300, want at most 1000"},
+	} {
+		t.Run(tc.number[:min(len(tc.number), 12)], func(t *testing.T) {
+			err := Validate(Category, []byte(`{"name": "c", "description": "d", "weights": {"MBPP": `+tc.number+`}}`))
+			var verr *ValidationError
+			if !errors.As(err, &verr) || !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) || len(err.Error()) > 300 {
+				t.Fatalf("err = %.300v, want a short *ValidationError saying %q", err, tc.want)
+			}
+		})
+	}
+}
+
 func TestUnknownSchema(t *testing.T) {
 	for _, tc := range []struct {
 		name string

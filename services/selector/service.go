@@ -167,22 +167,28 @@ func (s *Service) Run(ctx context.Context) error {
 		stop()
 		wg.Wait()
 	}()
-	watch := func(bucket string, apply func(key string, value []byte) error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.watchBucket(runCtx, bucket, apply, warm.done(bucket))
-		}()
-	}
-	watch(bus.ModelsBucket, s.reg.applyModel)
-	watch(bus.CategoriesBucket, s.reg.applyCategory)
-	watch(bus.ConfigBucket, func(key string, value []byte) error {
-		if key != bus.SelectionConfigKey {
-			return nil
-		}
-		return s.reg.applyConfig(value)
-	})
+	// Every source registers before any watcher starts: registered as each
+	// started, a source that warmed before the next one registered ended
+	// the warm-up early (and the next one's warming closed it again: a
+	// panic, seen once under load).
 	telemetryDone := warm.done(bus.TelemetryStream)
+	buckets := []struct {
+		name   string
+		apply  func(key string, value []byte) error
+		warmed func()
+	}{
+		{bus.ModelsBucket, s.reg.applyModel, warm.done(bus.ModelsBucket)},
+		{bus.CategoriesBucket, s.reg.applyCategory, warm.done(bus.CategoriesBucket)},
+		{bus.ConfigBucket, func(key string, value []byte) error {
+			if key != bus.SelectionConfigKey {
+				return nil
+			}
+			return s.reg.applyConfig(value)
+		}, warm.done(bus.ConfigBucket)},
+	}
+	for _, b := range buckets {
+		wg.Go(func() { s.watchBucket(runCtx, b.name, b.apply, b.warmed) })
+	}
 	consumeCtx, err := s.consumeTelemetry(runCtx, telemetryDone)
 	if err != nil {
 		return err

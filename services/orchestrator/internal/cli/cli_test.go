@@ -204,6 +204,10 @@ func TestRegistry(t *testing.T) {
 	if r.code != 1 || strings.Contains(r.stderr, "bad request: bad request") {
 		t.Fatalf("exit %d; the error should say its code's name once: %s", r.code, r.stderr)
 	}
+	r = ts.run(t, "registry", "import", "--registry", filepath.Join(exportDir, "MODEL_REGISTRY.json"), "--categories", brokenPath)
+	if r.code != 1 || strings.Contains(r.stderr, catalog.CategoriesFileName) {
+		t.Fatalf("exit %d; the error should name %s, not the registry's own name: %s", r.code, brokenPath, r.stderr)
+	}
 }
 
 // TestWeightsSetChangesSelection is the seed's setBenchmarkWeight: a weight

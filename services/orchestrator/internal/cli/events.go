@@ -40,6 +40,14 @@ func (a *app) noteUnknownCategory(ctx context.Context, nc *nats.Conn, category s
 	if err := a.request(ctx, nc, registrySubject("categories.list"), nil, &cats); err != nil {
 		return
 	}
+	a.noteCategoryNotIn(category, cats)
+}
+
+// noteCategoryNotIn warns when --category is none of cats (see noteUnknownCategory).
+func (a *app) noteCategoryNotIn(category string, cats []catalog.Category) {
+	if category == "" {
+		return
+	}
 	names := make([]string, len(cats))
 	for i, c := range cats {
 		if c.Name == category {

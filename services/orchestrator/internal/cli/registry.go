@@ -91,18 +91,17 @@ func swappedImport(regPath string, reg json.RawMessage, catPath string, cats jso
 }
 
 // nameFiles puts the user's file names in place of the registry's own in a
-// service error's problems ("MODEL_REGISTRY.json: models[0] ...").
+// service error ("task_categories.json: categories[0] ...", "not declared in
+// task_categories.json").
 func nameFiles(err error, regPath, catPath string) error {
 	var se *ServiceError
 	if !errors.As(err, &se) {
 		return err
 	}
+	names := strings.NewReplacer(catalog.RegistryFileName, regPath, catalog.CategoriesFileName, catPath)
+	se.Description = names.Replace(se.Description)
 	for i, p := range se.Problems {
-		if rest, ok := strings.CutPrefix(p, catalog.RegistryFileName+":"); ok {
-			se.Problems[i] = regPath + ":" + rest
-		} else if rest, ok := strings.CutPrefix(p, catalog.CategoriesFileName+":"); ok {
-			se.Problems[i] = catPath + ":" + rest
-		}
+		se.Problems[i] = names.Replace(p)
 	}
 	return err
 }

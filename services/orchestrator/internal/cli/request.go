@@ -100,13 +100,13 @@ func (a *app) request(ctx context.Context, nc *nats.Conn, subject string, body, 
 }
 
 // change sends a request that changes something (see request). Without a
-// reply in time the change may still have been applied, only its answer
-// lost or late: the error says so, names how to look, and exits 3.
+// reply in time, or interrupted while waiting (Ctrl-C), the change may still
+// have been applied, only its answer lost or late: the error says so, names
+// how to look, and exits 3.
 func (a *app) change(ctx context.Context, nc *nats.Conn, subject string, body, out any, check string) error {
 	err := a.request(ctx, nc, subject, body, out)
-	if errors.Is(err, ErrTimeout) {
-		return fmt.Errorf("%w: %s did not answer within %s; the change may have been applied: look with `%s` before trying again",
-			ErrOutcomeUnknown, subject, a.timeout, check)
+	if errors.Is(err, ErrTimeout) || errors.Is(err, context.Canceled) {
+		return fmt.Errorf("%w: %w; the change may have been applied: look with `%s` before trying again", ErrOutcomeUnknown, err, check)
 	}
 	return err
 }

@@ -68,7 +68,7 @@ category:
 				if err != nil {
 					return err
 				}
-				a.noteUnknownCategory(ctx, nc, category)
+				a.noteCategoryNotIn(category, cat.Categories)
 				newCat, newCfg, err := spec.Apply(cat, cfg)
 				if err != nil {
 					return fmt.Errorf("%s: %w", specPath, err)
