@@ -301,3 +301,14 @@ func TestRunOnce(t *testing.T) {
 		t.Fatalf("second Run: %v", err)
 	}
 }
+
+// A handler that panics is answered 500 (ErrInternal), not the end of the
+// registry.
+func TestHandlerPanicIsAnswered(t *testing.T) {
+	s := &Service{}
+	boom := endpoint{name: "boom", handle: func(context.Context, []byte) (any, error) { panic("boom") }}
+	res, err := s.handleRecovered(context.Background(), boom, nil)
+	if res != nil || !errors.Is(err, ErrInternal) || codeOf(err) != bus.CodeInternal {
+		t.Fatalf("handleRecovered = %v, %v; want nil and ErrInternal (500)", res, err)
+	}
+}

@@ -3,12 +3,16 @@ package selector
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
+	"github.com/rs/zerolog"
 
+	"github.com/nlocalmodels/orchestrator/pkg/bus"
 	"github.com/nlocalmodels/orchestrator/pkg/catalog"
 	"github.com/nlocalmodels/orchestrator/pkg/catalog/exampledata"
 	"github.com/nlocalmodels/orchestrator/pkg/selection"
@@ -72,5 +76,25 @@ func BenchmarkAnswer(b *testing.B) {
 		case <-s.events.queue:
 		default:
 		}
+	}
+}
+
+// panickyRequest panics when its body is read: a stand-in for a bug that
+// one request meets.
+type panickyRequest struct{ fakeRequest }
+
+func (r *panickyRequest) Data() []byte { panic("boom") }
+
+// A panic while handling one request is answered 500 and counted; the
+// selector goes on.
+func TestHandlePanicAnswers500(t *testing.T) {
+	s := &Service{log: zerolog.Nop(), now: time.Now}
+	req := &panickyRequest{}
+	s.handle(req)
+	if req.code != bus.CodeInternal || !strings.Contains(string(req.reply), "internal error") {
+		t.Fatalf("answered %q %s, want 500 internal error", req.code, req.reply)
+	}
+	if n := s.errors[slices.Index(errorCodes[:], bus.CodeInternal)].Load(); n != 1 {
+		t.Fatalf("%d 500s counted, want 1", n)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -450,12 +451,25 @@ func (s *Service) handle(req micro.Request) {
 	start := time.Now()
 	s.handling.RLock()
 	defer s.handling.RUnlock()
+	defer s.recoverRequest(req)
 	if s.stopping {
 		s.fail(req, labels{}, bus.CodeNotReady, fmt.Errorf("%w: shutting down", ErrNotReady), nil)
 		return
 	}
 	l := s.answer(req, start)
 	s.metrics.observe(start, l.category, l.model, l.mode, l.outcome)
+}
+
+// recoverRequest answers 500 for a request whose handling panicked, and
+// logs the stack: a bug met by one request must not end the selector for
+// every other (micro does not recover handlers).
+func (s *Service) recoverRequest(req micro.Request) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	s.log.Error().Interface("panic", p).Str("stack", string(debug.Stack())).Msg("selection request panicked; answered 500")
+	s.fail(req, labels{}, bus.CodeInternal, fmt.Errorf("%w: the selector failed on this request (its log has the details)", ErrInternal), nil)
 }
 
 // labels describe an answered request for the decisions metric. Requests
