@@ -475,3 +475,14 @@ func TestRunLogsStoreNotes(t *testing.T) {
 		t.Fatalf("no warning with the store's note:\n%s", out.String())
 	}
 }
+
+// A handler that panics is answered 500 (ErrInternal), not the end of the
+// sink.
+func TestHandlerPanicIsAnswered(t *testing.T) {
+	s := &Service{}
+	boom := endpoint{name: "boom", subject: "orch.sink.boom", handle: func(context.Context, []byte) (any, error) { panic("boom") }}
+	res, err := s.handleRecovered(context.Background(), boom, nil)
+	if res != nil || !errors.Is(err, ErrInternal) || codeOf(err) != bus.CodeInternal {
+		t.Fatalf("handleRecovered = %v, %v; want nil and ErrInternal (500)", res, err)
+	}
+}
