@@ -16,4 +16,7 @@ var (
 	ErrProvision = errors.New("bus: cannot provision JetStream")
 	// ErrEmbeddedServer: the in-process NATS server could not start.
 	ErrEmbeddedServer = errors.New("bus: cannot start embedded NATS server")
+	// ErrPanic: a request handler panicked (a bug); Guard logged its stack.
+	// Services answer it 500.
+	ErrPanic = errors.New("bus: request handler panicked")
 )

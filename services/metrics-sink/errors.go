@@ -52,9 +52,6 @@ var (
 	ErrUnknownPath = errors.New("metricssink: no such API path")
 	// ErrEncodeReply (500): the answer could not be encoded as JSON.
 	ErrEncodeReply = errors.New("metricssink: cannot encode reply")
-	// ErrInternal (500): handling the request panicked (a bug; logged with
-	// its stack).
-	ErrInternal = errors.New("metricssink: internal error")
 	// ErrRequest: a client request failed; every client helper error wraps
 	// it (no responder, timeout, an error reply, an undecodable reply).
 	ErrRequest = errors.New("metricssink: request failed")

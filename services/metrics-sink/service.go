@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime/debug"
 	"strings"
 
 	"github.com/nats-io/nats.go/micro"
@@ -142,24 +141,11 @@ func (s *Service) startService(ctx context.Context) (micro.Service, error) {
 	return svc, nil
 }
 
-// handleRecovered runs ep's handler; a panic is logged with its stack and
-// becomes an ErrInternal answer: a bug met by one request must not stop the
-// sink's ingest (micro does not recover handlers).
-func (s *Service) handleRecovered(ctx context.Context, ep endpoint, body []byte) (res any, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			s.log.Error().Str("subject", ep.subject).Interface("panic", p).Str("stack", string(debug.Stack())).Msg("request panicked; answered 500")
-			res, err = nil, fmt.Errorf("%w: %s failed on this request (the sink's log has the details)", ErrInternal, ep.subject)
-		}
-	}()
-	return ep.handle(ctx, body)
-}
-
 // serve runs one request within the request timeout and replies.
 func (s *Service) serve(ctx context.Context, ep endpoint, req micro.Request) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
-	res, err := s.handleRecovered(ctx, ep, req.Data())
+	res, err := bus.Guard(s.log, ep.subject, func() (any, error) { return ep.handle(ctx, req.Data()) })
 	if err == nil {
 		var data []byte
 		if data, err = json.Marshal(res); err == nil {

@@ -476,13 +476,9 @@ func TestRunLogsStoreNotes(t *testing.T) {
 	}
 }
 
-// A handler that panics is answered 500 (ErrInternal), not the end of the
-// sink.
-func TestHandlerPanicIsAnswered(t *testing.T) {
-	s := &Service{}
-	boom := endpoint{name: "boom", subject: "orch.sink.boom", handle: func(context.Context, []byte) (any, error) { panic("boom") }}
-	res, err := s.handleRecovered(context.Background(), boom, nil)
-	if res != nil || !errors.Is(err, ErrInternal) || codeOf(err) != bus.CodeInternal {
-		t.Fatalf("handleRecovered = %v, %v; want nil and ErrInternal (500)", res, err)
+// A handler's panic (bus.Guard's ErrPanic) is answered 500.
+func TestPanicIsAnswered500(t *testing.T) {
+	if code := codeOf(fmt.Errorf("%w: orch.sink.recent", bus.ErrPanic)); code != bus.CodeInternal {
+		t.Fatalf("code of a panic = %s, want 500", code)
 	}
 }

@@ -23,10 +23,6 @@ var (
 	// retrying the same import converges.
 	ErrPartialWrite = errors.New("write interrupted")
 
-	// ErrInternal (500): handling the request panicked (a bug; logged with
-	// its stack).
-	ErrInternal = errors.New("internal error")
-
 	// ErrBadKey: a model id the schema admits cannot be a KV key (a 422
 	// problem).
 	ErrBadKey = errors.New("not usable as a bucket key")

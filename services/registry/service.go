@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -225,26 +224,11 @@ func (s *Service) addEndpoints(ctx context.Context, g micro.Group) error {
 	return nil
 }
 
-// handleRecovered runs ep's handler; a panic is logged with its stack and
-// becomes an ErrInternal answer: a bug met by one request must not end the
-// registry (micro does not recover handlers). A write it interrupted is
-// left as an interrupted import would be: the write lock lapses with the
-// request deadline.
-func (s *Service) handleRecovered(ctx context.Context, ep endpoint, body []byte) (res any, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			s.log.Error().Str("endpoint", ep.name).Interface("panic", p).Str("stack", string(debug.Stack())).Msg("request panicked; answered 500")
-			res, err = nil, fmt.Errorf("%w: %s failed on this request (the registry's log has the details)", ErrInternal, ep.name)
-		}
-	}()
-	return ep.handle(ctx, body)
-}
-
 // serve runs one request with the request timeout and replies.
 func (s *Service) serve(ctx context.Context, ep endpoint, req micro.Request) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
-	res, err := s.handleRecovered(ctx, ep, req.Data())
+	res, err := bus.Guard(s.log, ep.name, func() (any, error) { return ep.handle(ctx, req.Data()) })
 	counts := s.counts[ep.kind] // nil for a read
 	if err == nil {
 		if counts != nil {

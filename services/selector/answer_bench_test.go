@@ -91,7 +91,7 @@ func TestHandlePanicAnswers500(t *testing.T) {
 	s := &Service{log: zerolog.Nop(), now: time.Now}
 	req := &panickyRequest{}
 	s.handle(req)
-	if req.code != bus.CodeInternal || !strings.Contains(string(req.reply), "internal error") {
+	if req.code != bus.CodeInternal || !strings.Contains(string(req.reply), "panicked") {
 		t.Fatalf("answered %q %s, want 500 internal error", req.code, req.reply)
 	}
 	if n := s.errors[slices.Index(errorCodes[:], bus.CodeInternal)].Load(); n != 1 {

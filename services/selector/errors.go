@@ -14,9 +14,6 @@ var (
 	ErrRequestTooLarge = errors.New("selection request too large")
 	// ErrMalformedRequest: the request body is not a selection-request.
 	ErrMalformedRequest = errors.New("malformed selection request")
-	// ErrInternal: handling a request panicked (a bug; logged with its
-	// stack, answered 500).
-	ErrInternal = errors.New("internal error")
 	// ErrBadSample: a GPU sample was refused (not used for placement).
 	ErrBadSample = errors.New("GPU sample refused")
 	// errBatchCut: a decision event batch's final acknowledgement counts
