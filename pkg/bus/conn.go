@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -150,6 +151,18 @@ func connOptions(cfg ConnConfig, name string) ([]nats.Option, error) {
 
 	if cfg.CredsFile != "" && cfg.NKeyFile != "" {
 		return nil, fmt.Errorf("NATS_CREDS and NATS_NKEY are both set; use one")
+	}
+	// nats.go reads these files only when it dials, and its error does not
+	// say which setting named the file.
+	for _, f := range []struct{ name, path string }{
+		{"NATS_CREDS", cfg.CredsFile}, {"NATS_TLS_CA", cfg.TLSCA}, {"NATS_TLS_CERT", cfg.TLSCert}, {"NATS_TLS_KEY", cfg.TLSKey},
+	} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			return nil, fmt.Errorf("%s: %w", f.name, err)
+		}
 	}
 	if cfg.CredsFile != "" {
 		opts = append(opts, nats.UserCredentials(cfg.CredsFile))

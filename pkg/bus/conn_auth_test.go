@@ -36,8 +36,11 @@ type authCase struct {
 type refusal struct {
 	name string
 	cfg  bus.ConnConfig
-	// want are the errors the connect error must wrap (bus.ErrConnect always).
-	want []error
+	// want are the errors the connect error must wrap, besides
+	// bus.ErrConnect (bus.ErrConnConfig with config set: the settings were
+	// refused before dialling).
+	want   []error
+	config bool
 	// names, when set, must appear in the error message.
 	names string
 }
@@ -143,7 +146,7 @@ func credsCase(t *testing.T) authCase {
 		good: bus.ConnConfig{CredsFile: creds(trusted, "user.creds")},
 		refused: []refusal{
 			{name: "user of an unknown account", cfg: bus.ConnConfig{CredsFile: creds(unknown, "stranger.creds")}, want: []error{nats.ErrAuthorization}},
-			{name: "missing creds file", cfg: bus.ConnConfig{CredsFile: missing}, want: []error{os.ErrNotExist}, names: missing},
+			{name: "missing creds file", cfg: bus.ConnConfig{CredsFile: missing}, want: []error{os.ErrNotExist}, config: true, names: "NATS_CREDS: stat " + missing},
 		},
 	}
 }
@@ -306,7 +309,11 @@ func TestConnectAuthMethods(t *testing.T) {
 						t.Fatal("connected")
 					}
 					t.Logf("error: %v", err)
-					for _, want := range append([]error{bus.ErrConnect}, r.want...) {
+					base := bus.ErrConnect
+					if r.config {
+						base = bus.ErrConnConfig
+					}
+					for _, want := range append([]error{base}, r.want...) {
 						if !errors.Is(err, want) {
 							t.Errorf("err = %v, want it to wrap %v", err, want)
 						}

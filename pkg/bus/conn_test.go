@@ -107,6 +107,8 @@ func TestConnectErrors(t *testing.T) {
 		wantErr error
 		// also, when set, must be in the chain too.
 		also error
+		// mention, when set, must be in the message.
+		mention string
 	}{
 		{name: "no server", cfg: bus.ConnConfig{URL: down, ConnectTimeout: time.Second}, wantErr: bus.ErrConnect},
 		{name: "cancelled context", ctx: cancelled, cfg: bus.ConnConfig{URL: down}, wantErr: bus.ErrConnect, also: context.Canceled},
@@ -115,6 +117,9 @@ func TestConnectErrors(t *testing.T) {
 		{name: "bad nkey seed", cfg: bus.ConnConfig{URL: down, NKeyFile: badSeed}, wantErr: bus.ErrConnConfig},
 		{name: "cert without key", cfg: bus.ConnConfig{URL: down, TLSCert: "c.pem"}, wantErr: bus.ErrConnConfig},
 		{name: "key without cert", cfg: bus.ConnConfig{URL: down, TLSKey: "k.pem"}, wantErr: bus.ErrConnConfig},
+		{name: "missing creds file", cfg: bus.ConnConfig{URL: down, CredsFile: filepath.Join(dir, "none.creds")}, wantErr: bus.ErrConnConfig, mention: "NATS_CREDS"},
+		{name: "missing CA file", cfg: bus.ConnConfig{URL: down, TLSCA: filepath.Join(dir, "none.pem")}, wantErr: bus.ErrConnConfig, mention: "NATS_TLS_CA"},
+		{name: "missing client key", cfg: bus.ConnConfig{URL: down, TLSCert: badSeed, TLSKey: filepath.Join(dir, "none.key")}, wantErr: bus.ErrConnConfig, mention: "NATS_TLS_KEY"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -134,6 +139,9 @@ func TestConnectErrors(t *testing.T) {
 			}
 			if tc.also != nil && !errors.Is(err, tc.also) {
 				t.Fatalf("err = %v, want it to wrap %v", err, tc.also)
+			}
+			if !strings.Contains(err.Error(), tc.mention) {
+				t.Fatalf("err = %v, want it to name %s", err, tc.mention)
 			}
 			if strings.Contains(err.Error(), "hunter2") {
 				t.Errorf("error leaks the password: %v", err)

@@ -52,6 +52,14 @@ func (c *Config) Validate() error {
 	if c.ReadTimeout <= 0 || c.ReadTimeout >= c.Interval {
 		problems = append(problems, fmt.Sprintf("TELEMETRY_READ_TIMEOUT %s must be positive and below TELEMETRY_INTERVAL %s", c.ReadTimeout, c.Interval))
 	}
+	for _, r := range []struct {
+		name string
+		v    float64
+	}{{"TELEMETRY_SIM_FAIL_RATE", c.SimFailRate}, {"TELEMETRY_SIM_XID_RATE", c.SimXidRate}} {
+		if !(r.v >= 0 && r.v <= 1) {
+			problems = append(problems, fmt.Sprintf("%s %v must be within 0..1", r.name, r.v))
+		}
+	}
 	switch c.Source {
 	case SourceAuto, SourceNVML, SourceSimulated:
 	default:

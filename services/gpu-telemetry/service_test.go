@@ -461,6 +461,8 @@ func TestNewErrors(t *testing.T) {
 		{name: "zero interval", cfg: mod(func(c *Config) { c.Interval = 0 }), nc: nc, wantErr: ErrConfig, wantMsg: "TELEMETRY_INTERVAL"},
 		{name: "read timeout not below interval", cfg: mod(func(c *Config) { c.ReadTimeout = c.Interval }), nc: nc, wantErr: ErrConfig, wantMsg: "TELEMETRY_READ_TIMEOUT"},
 		{name: "unknown source", cfg: mod(func(c *Config) { c.Source = "dcgm" }), nc: nc, wantErr: ErrConfig, wantMsg: "TELEMETRY_SOURCE"},
+		{name: "fail rate outside 0..1", cfg: mod(func(c *Config) { c.SimFailRate = -2 }), nc: nc, wantErr: ErrConfig, wantMsg: "TELEMETRY_SIM_FAIL_RATE -2"},
+		{name: "Xid rate outside 0..1", cfg: mod(func(c *Config) { c.SimXidRate = 1.5 }), nc: nc, wantErr: ErrConfig, wantMsg: "TELEMETRY_SIM_XID_RATE 1.5"},
 		{name: "host of nothing but spaces", cfg: mod(func(c *Config) { c.Host = "   " }), nc: nc, wantErr: ErrConfig},
 		{name: "unknown simulated type", cfg: mod(func(c *Config) { c.Source = SourceSimulated; c.SimGpus = []string{"1xVoodoo2"} }), nc: nc, wantErr: ErrUnknownGPUType},
 		{name: "source with no GPUs", cfg: testConfig(), nc: nc, src: &fakeSource{n: 0, read: goodRead}, wantErr: ErrNoDevices},

@@ -38,8 +38,12 @@ var GPUTypes = map[string]GPUType{
 	"A10":             {Name: "NVIDIA A10", MemoryMB: 23028, PowerLimitW: 150, IdlePowerW: 20},
 }
 
+// MaxSimulatedGPUs bounds the simulated GPUs of one agent: all sit on one
+// host, sampled every interval.
+const MaxSimulatedGPUs = 1024
+
 // ParseGPUSpecs turns specs such as "2xH100-SXM5-80GB" or "L40S" (one GPU)
-// into the GPU list of a simulated host, in order.
+// into the GPU list of a simulated host, in order, at most MaxSimulatedGPUs.
 func ParseGPUSpecs(specs []string) ([]GPUType, error) {
 	var out []GPUType
 	for _, spec := range specs {
@@ -53,8 +57,8 @@ func ParseGPUSpecs(specs []string) ([]GPUType, error) {
 				count, name = n, spec[i+1:]
 			}
 		}
-		if count < 1 {
-			return nil, fmt.Errorf("%w: %q: count must be at least 1", ErrConfig, spec)
+		if count < 1 || count > MaxSimulatedGPUs-len(out) {
+			return nil, fmt.Errorf("%w: %q: want 1..%d simulated GPUs in all", ErrConfig, spec, MaxSimulatedGPUs)
 		}
 		typ, ok := lookupGPUType(name)
 		if !ok {

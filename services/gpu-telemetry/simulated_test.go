@@ -27,6 +27,8 @@ func TestParseGPUSpecs(t *testing.T) {
 		{"type with an x in it", []string{"RTX4090", "2XRTX4090"}, []GPUType{rtx, rtx, rtx}, nil},
 		{"unknown type", []string{"2xGTX480"}, nil, ErrUnknownGPUType},
 		{"zero count", []string{"0xL40S"}, nil, ErrConfig},
+		{"beyond MaxSimulatedGPUs", []string{"100000000xA100-SXM4-80GB"}, nil, ErrConfig},
+		{"beyond MaxSimulatedGPUs in all", []string{"1000xL40S", "25xL4"}, nil, ErrConfig},
 		{"nothing", []string{"", " "}, nil, ErrConfig},
 	}
 	for _, tc := range tests {

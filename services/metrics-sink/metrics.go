@@ -68,6 +68,10 @@ func (s *Service) Check() error {
 	if err := bus.Connected(s.js.Conn()); err != nil {
 		return fmt.Errorf("%w: %w", ErrNotReady, err)
 	}
+	if f := s.fetchFailing.Load(); f != nil && time.Since(f.since) > s.fetchFailingFor() {
+		return fmt.Errorf("%w: cannot read consumer %s on %s for %s: %w", ErrNotReady, bus.SinkConsumer, bus.SelectionStream,
+			time.Since(f.since).Round(time.Second), f.err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
 	defer cancel()
 	if err := s.store.Ping(ctx); err != nil {

@@ -16,6 +16,10 @@ import (
 	"github.com/nlocalmodels/orchestrator/pkg/selection"
 )
 
+// postgresConnectTimeout bounds one connection's dial, TLS and login
+// where the URL sets no connect_timeout (NATS's is 5 s); a test shortens it.
+var postgresConnectTimeout = 10 * time.Second
+
 // postgresMigrationLock is the advisory lock key that serialises migrations
 // when several sinks start at once against one database.
 const postgresMigrationLock = 0x6f7263685f736e6b // "orch_snk"
@@ -75,6 +79,11 @@ func OpenPostgres(ctx context.Context, url string) (*PostgresStore, error) {
 		return nil, fmt.Errorf("%w: unreadable PostgreSQL URL", ErrDatabaseURL)
 	}
 	where := fmt.Sprintf("postgres %s@%s:%d/%s", cfg.ConnConfig.User, cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database)
+	if cfg.ConnConfig.ConnectTimeout == 0 { // the URL's connect_timeout wins
+		// A server that accepts and never answers would otherwise hold the
+		// start (and every reconnect) with no word.
+		cfg.ConnConfig.ConnectTimeout = postgresConnectTimeout
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrOpenStore, where, err)

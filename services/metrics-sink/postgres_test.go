@@ -2,9 +2,12 @@ package metricssink
 
 import (
 	"errors"
+	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -194,5 +197,31 @@ func TestPostgresOverlappingBatches(t *testing.T) {
 	}
 	if c, err := s.Count(ctx); err != nil || c != 2 {
 		t.Fatalf("Count = %d, %v; want 2", c, err)
+	}
+}
+
+// A server that accepts the connection and never answers does not hold the
+// open: it fails within the connect timeout, naming the server.
+func TestPostgresSilentServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer func() { _ = c.Close() }() // held open, never answered
+		}
+	}()
+	defer func(d time.Duration) { postgresConnectTimeout = d }(postgresConnectTimeout)
+	postgresConnectTimeout = 200 * time.Millisecond
+	url := fmt.Sprintf("postgres://sink:pw@%s/orch?sslmode=disable", ln.Addr())
+	_, err = OpenPostgres(testCtx(t), url)
+	if !errors.Is(err, ErrOpenStore) || !strings.Contains(err.Error(), ln.Addr().String()) || !strings.Contains(err.Error(), "timeout") {
+		t.Fatalf("err = %v, want ErrOpenStore naming %s and a timeout", err, ln.Addr())
 	}
 }

@@ -122,7 +122,22 @@ type Service struct {
 	registerer prometheus.Registerer
 	// consuming is true while Run holds the durable consumer.
 	consuming atomic.Bool
+	// fetchFailing is when the current run of failed fetches began (zero
+	// after a good one), and its last error: Check reports a sink that
+	// cannot read the stream.
+	fetchFailing atomic.Pointer[fetchFailure]
 }
+
+// fetchFailure is a run of failed fetches: since when, and the last error.
+type fetchFailure struct {
+	since time.Time
+	err   error
+}
+
+// fetchFailingFor is how long fetches may keep failing before the sink
+// reports itself not ready: three waits between retries at their longest,
+// enough for a NATS restart or a consumer's recreation.
+func (s *Service) fetchFailingFor() time.Duration { return 3 * s.cfg.RetryMax }
 
 // WithDefaults returns cfg with every zero setting set to its default, and
 // an error wrapping ErrConfig for each setting that cannot work.
@@ -212,6 +227,10 @@ func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
 		return nil, fmt.Errorf("%w: %s on stream %s: a server, account or stream limit is below the %d unacknowledged messages it asks for (%d sinks x %d batches x SINK_BATCH_SIZE %d): raise that limit or lower SINK_BATCH_SIZE: %w",
 			ErrConsumer, bus.SinkConsumer, bus.SelectionStream, cfg.MaxAckPending, MaxSharedSinks, batchesPerSink, s.cfg.BatchSize, err)
 	}
+	if errors.Is(err, jetstream.ErrStreamNotFound) && !s.cfg.Provision {
+		return nil, fmt.Errorf("%w: %s: stream %s does not exist: run `orchestrator provision`, or let the sink make it (SINK_PROVISION=true): %w",
+			ErrConsumer, bus.SinkConsumer, bus.SelectionStream, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s on stream %s: %w", ErrConsumer, bus.SinkConsumer, bus.SelectionStream, err)
 	}
@@ -237,6 +256,7 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	s.warnOfOtherSQLiteSinks(cons)
 	svc, err := s.startService(ctx)
 	if err != nil {
 		return err
@@ -283,6 +303,13 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	// busy sink they take about as long as the write.
 	batches := make(chan fetched, 1)
 	recreate := func() {
+		// A NATS server that lost its data (a new node, a wiped volume)
+		// has neither the stream nor the consumer: make both again.
+		if s.cfg.Provision {
+			if err := bus.Provision(ctx, s.js); err != nil && ctx.Err() == nil {
+				s.log.Warn().Err(err).Msg("cannot provision the streams again")
+			}
+		}
 		c, err := s.consumer(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -310,6 +337,20 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	}
 	s.log.Info().Interface("stats", s.Stats()).Msg("metrics-sink stopped")
 	return nil
+}
+
+// warnOfOtherSQLiteSinks warns when a SQLite sink finds another sink
+// already pulling from the consumer: each would store part of the
+// decisions in its own file. A pull waiting before this sink's first is
+// another's (best effort: one between two pulls goes unseen).
+func (s *Service) warnOfOtherSQLiteSinks(cons jetstream.Consumer) {
+	if _, ok := s.store.(*SQLiteStore); !ok {
+		return
+	}
+	if info := cons.CachedInfo(); info != nil && info.NumWaiting > 0 {
+		s.log.Warn().Int("waiting_pulls", info.NumWaiting).Str("consumer", bus.SinkConsumer).
+			Msg("another sink is reading the decisions: with SQLite each sink's file gets only part of them; run one SQLite sink, or share PostgreSQL among several")
+	}
 }
 
 // fetch pulls up to size messages of up to maxBytes together, waiting at
@@ -379,6 +420,7 @@ func (s *Service) fetchBatches(ctx context.Context, cons func() jetstream.Consum
 			ferr = fmt.Errorf("%w: a pull returned nothing at once", ErrConsumer)
 		}
 		if ferr == nil {
+			s.fetchFailing.Store(nil)
 			backoff = retryMin
 			continue
 		}
@@ -387,8 +429,16 @@ func (s *Service) fetchBatches(ctx context.Context, cons func() jetstream.Consum
 			return
 		}
 		s.stats.update(func(st *Stats, _ *rateMeter) { st.FetchErrors++ })
+		since := time.Now()
+		if f := s.fetchFailing.Load(); f != nil {
+			since = f.since
+		}
+		s.fetchFailing.Store(&fetchFailure{since: since, err: ferr})
 		s.log.Warn().Err(ferr).Dur("retry_in", backoff).Msg("fetch from consumer failed")
-		if errors.Is(ferr, jetstream.ErrConsumerNotFound) || errors.Is(ferr, jetstream.ErrConsumerDeleted) {
+		// A pull to a consumer that is gone has no responders: after a NATS
+		// server restarted without its data, that is all a fetch says.
+		if errors.Is(ferr, jetstream.ErrConsumerNotFound) || errors.Is(ferr, jetstream.ErrConsumerDeleted) ||
+			errors.Is(ferr, nats.ErrNoResponders) {
 			recreate()
 		}
 		s.sleep(ctx, backoff)

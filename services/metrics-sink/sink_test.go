@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/nlocalmodels/orchestrator/pkg/bus"
 	"github.com/nlocalmodels/orchestrator/pkg/events"
+	"github.com/nlocalmodels/orchestrator/pkg/logging/logtest"
 	"github.com/nlocalmodels/orchestrator/pkg/natstest"
 )
 
@@ -805,4 +807,107 @@ func TestWriteSettlesEachMessageOnce(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A NATS server that comes back without its data (a wiped volume) has
+// neither the stream nor the consumer: a pull then has no responders. The
+// sink makes both again and goes on storing.
+func TestSinkRecoversFromALostStream(t *testing.T) {
+	_, nc := natstest.Start(t)
+	js := natstest.JetStream(t, nc)
+	st, _ := sqliteStore(t)
+	cfg := testConfig()
+	cfg.Provision = true
+	r := start(t, cfg, js, st)
+	publish(t, js, makeEvents(0, 3))
+	waitFor(t, "the first rows", func() bool { return count(t, st) == 3 })
+
+	if err := js.DeleteStream(testCtx(t), bus.SelectionStream); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the sink to make the stream again", func() bool {
+		_, err := js.Stream(testCtx(t), bus.SelectionStream)
+		return err == nil
+	})
+	publish(t, js, makeEvents(3, 2))
+	waitFor(t, "the rows after the loss", func() bool { return count(t, st) == 5 })
+	waitFor(t, "the sink to be ready", func() bool { return r.svc.Check() == nil })
+}
+
+// The same after a real restart of the server without its data: the
+// connection comes back, and a pull to the consumer that is gone has no
+// responders.
+func TestSinkRecoversFromAServerThatLostItsData(t *testing.T) {
+	first, nc := natstest.Start(t)
+	port := first.Addr().(*net.TCPAddr).Port
+	js := natstest.JetStream(t, nc)
+	st, _ := sqliteStore(t)
+	cfg := testConfig()
+	cfg.Provision = true
+	r := start(t, cfg, js, st)
+	publish(t, js, makeEvents(0, 3))
+	waitFor(t, "the first rows", func() bool { return count(t, st) == 3 })
+
+	first.Shutdown()
+	first.WaitForShutdown()
+	second, err := bus.StartEmbedded(bus.EmbeddedConfig{Host: "127.0.0.1", Port: port, DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		second.Shutdown()
+		second.WaitForShutdown()
+	})
+	waitFor(t, "the sink to make the stream again", func() bool {
+		_, err := js.Stream(testCtx(t), bus.SelectionStream)
+		return err == nil
+	})
+	publish(t, js, makeEvents(3, 2))
+	waitFor(t, "the rows after the restart", func() bool { return count(t, st) == 5 })
+	waitFor(t, "the sink to be ready", func() bool { return r.svc.Check() == nil })
+}
+
+// A sink that cannot read its consumer (here: the stream is gone and the
+// sink may not make it) reports itself not ready, saying why, once fetches
+// have failed for fetchFailingFor; not after one failed pull.
+func TestSinkNotReadyWhileFetchesFail(t *testing.T) {
+	_, nc := natstest.Start(t)
+	js := natstest.JetStream(t, nc)
+	st, _ := sqliteStore(t)
+	r := start(t, testConfig(), js, st) // Provision off
+	waitFor(t, "the sink to be ready", func() bool { return r.svc.Check() == nil })
+	if err := js.DeleteStream(testCtx(t), bus.SelectionStream); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the sink to say it cannot read", func() bool {
+		err := r.svc.Check()
+		return errors.Is(err, ErrNotReady) && strings.Contains(err.Error(), "cannot read consumer "+bus.SinkConsumer)
+	})
+	if f := r.svc.fetchFailing.Load(); f == nil || time.Since(f.since) < r.svc.fetchFailingFor() {
+		t.Fatalf("not ready before fetches failed for %s: %+v", r.svc.fetchFailingFor(), f)
+	}
+}
+
+// A second SQLite sink on the consumer warns that the decisions would be
+// split between the two files.
+func TestSecondSQLiteSinkWarns(t *testing.T) {
+	_, nc := natstest.Start(t)
+	js := natstest.JetStream(t, nc)
+	first, _ := sqliteStore(t)
+	cfg := testConfig()
+	cfg.BatchWait = 2 * time.Second // its pull waits all along
+	cfg.AckWait = time.Minute
+	r := start(t, cfg, js, first)
+	waitFor(t, "the first sink's pull to wait", func() bool {
+		cons, err := js.Consumer(testCtx(t), bus.SelectionStream, bus.SinkConsumer)
+		if err != nil {
+			return false
+		}
+		info, err := cons.Info(testCtx(t))
+		return err == nil && info.NumWaiting > 0 && r.svc.Check() == nil
+	})
+	second, _ := sqliteStore(t)
+	var logs logtest.Buffer
+	start(t, testConfig(), js, second, WithLogger(zerolog.New(&logs)))
+	waitFor(t, "the warning", func() bool { return strings.Contains(logs.String(), "another sink is reading the decisions") })
 }

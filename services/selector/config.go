@@ -53,20 +53,28 @@ type Config struct {
 	bus.ConnConfig
 }
 
+// Bounds of Config's counts: beyond them a selector would only exhaust its
+// memory (a buffered event is 2-3 KB) or the server's subscriptions (one
+// endpoint per worker).
+const (
+	MaxWorkers     = 1024
+	MaxEventBuffer = 1 << 20
+)
+
 // Validate returns an error wrapping ErrConfig that names every setting
 // that cannot work. New calls it; the binary calls it first, so that a bad
 // SELECTOR_* variable is reported before anything connects.
 func (c *Config) Validate() error {
 	var problems []string
 	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
-	if c.Workers < 0 {
-		bad("SELECTOR_WORKERS %d must not be negative", c.Workers)
+	if c.Workers < 0 || c.Workers > MaxWorkers {
+		bad("SELECTOR_WORKERS %d is outside 0..%d (0: one per CPU)", c.Workers, MaxWorkers)
 	}
 	if c.MaxRequestBytes <= 0 {
 		bad("SELECTOR_MAX_REQUEST_BYTES %d must be positive", c.MaxRequestBytes)
 	}
-	if c.EventBuffer <= 0 {
-		bad("SELECTOR_EVENT_BUFFER %d must be positive", c.EventBuffer)
+	if c.EventBuffer <= 0 || c.EventBuffer > MaxEventBuffer {
+		bad("SELECTOR_EVENT_BUFFER %d is outside 1..%d", c.EventBuffer, MaxEventBuffer)
 	}
 	if c.EventPack < 1 || c.EventPack > events.MaxPerMessage {
 		bad("SELECTOR_EVENT_PACK %d is outside 1..%d", c.EventPack, events.MaxPerMessage)

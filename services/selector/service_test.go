@@ -558,6 +558,8 @@ func TestNewRejectsBadConfig(t *testing.T) {
 	}{
 		{"zero request limit", func(c *Config) { c.MaxRequestBytes = 0 }},
 		{"zero buffer", func(c *Config) { c.EventBuffer = 0 }},
+		{"buffer beyond MaxEventBuffer", func(c *Config) { c.EventBuffer = 99999999999999 }},
+		{"workers beyond MaxWorkers", func(c *Config) { c.Workers = MaxWorkers + 1 }},
 		{"negative retries", func(c *Config) { c.EventRetries = -1 }},
 		{"retries beyond the dedup window", func(c *Config) { c.EventRetries = 9 }},
 		{"retries without end", func(c *Config) { c.EventRetries = math.MaxInt }},

@@ -57,9 +57,8 @@ var simTypes = []string{
 	"H200-SXM5-141GB", "RTX4090", "L4", "A10",
 }
 
-// MaxSimulatedGPUs bounds the simulated GPUs of one process: all sit on one
-// host, sampled every interval by one agent.
-const MaxSimulatedGPUs = 1024
+// MaxSimulatedGPUs bounds the simulated GPUs of one process: one agent's.
+const MaxSimulatedGPUs = gputelemetry.MaxSimulatedGPUs
 
 // Config configures the composition.
 type Config struct {
@@ -228,6 +227,9 @@ type System struct {
 	units          map[string]*unit
 	store          metricssink.Store
 
+	// started is set once Start brought every service up: /readyz says
+	// not ready before, while the services that started first already pass.
+	started  atomic.Bool
 	stopping atomic.Bool
 	failOnce sync.Once
 	failed   chan struct{}
@@ -256,6 +258,7 @@ func Start(ctx context.Context, cfg Config, newLog func(service string) zerolog.
 		defer stop()
 		return nil, errors.Join(err, s.Shutdown(stopCtx))
 	}
+	s.started.Store(true)
 	return s, nil
 }
 
@@ -292,6 +295,12 @@ func (s *System) start(ctx context.Context) error {
 			return fmt.Errorf("%w (pick another with --metrics-addr, or '' for none)", err)
 		}
 		s.info.MetricsURL = "http://" + s.httpd.Addr()
+		s.httpd.AddCheck(startCheck, func() error {
+			if !s.started.Load() {
+				return fmt.Errorf("starting: not every service runs yet (%s)", strings.Join(s.cfg.Services, ", "))
+			}
+			return nil
+		})
 		s.launch(metricsUnit, s.httpd.Run)
 	}
 	js, err := jetstream.New(s.nc)
@@ -359,6 +368,9 @@ func (s *System) start(ctx context.Context) error {
 	}
 	return nil
 }
+
+// startCheck names the readiness check that passes once Start is done.
+const startCheck = "serve"
 
 // dataDirLockFile, in the data directory, is locked by the serve using it.
 const dataDirLockFile = "serve.lock"

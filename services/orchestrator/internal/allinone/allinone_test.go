@@ -179,6 +179,7 @@ func TestServe(t *testing.T) {
 
 	// One HTTP server for every service: readiness, metrics, the sink's dashboard.
 	for _, tc := range []struct{ path, want string }{
+		{"/readyz", `"serve":"ok"`},
 		{"/readyz", `"selector":"ok"`},
 		{"/metrics", "orch_selector_decisions_total"},
 		{"/", "<html"},
@@ -378,5 +379,70 @@ func TestConfigRefused(t *testing.T) {
 				t.Fatalf("err = %v, want ErrConfig", err)
 			}
 		})
+	}
+}
+
+// While Start is still bringing services up, /readyz already answers (the
+// services that started pass their checks) but says not ready: here the
+// sink's PostgreSQL accepts connections and never answers, so Start waits
+// until its timeout and then fails.
+func TestNotReadyWhileStarting(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = ln.Close() }()
+	go func() {
+		var held []net.Conn // open, never answered
+		defer func() {
+			for _, c := range held {
+				_ = c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	probe, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsAddr := probe.Addr().String()
+	_ = probe.Close()
+	cfg := testConfig(t)
+	cfg.MetricsAddr = metricsAddr
+	cfg.DatabaseURL = "postgres://sink:pw@" + ln.Addr().String() + "/orch?sslmode=disable"
+	cfg.StartTimeout = 3 * time.Second
+	done := make(chan error, 1)
+	go func() {
+		sys, err := Start(testCtx(t), cfg, nopLog)
+		if err == nil {
+			_ = sys.Shutdown(testCtx(t))
+		}
+		done <- err
+	}()
+	var body string
+	deadline := time.Now().Add(waitLimit)
+	for {
+		resp, err := http.Get("http://" + metricsAddr + "/readyz")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			body = string(b)
+			if resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(body, "starting: not every service runs yet") {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz never said it was starting; last body %q", body)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := <-done; err == nil {
+		t.Fatal("Start succeeded with a PostgreSQL that never answers")
 	}
 }
