@@ -13,7 +13,7 @@ import (
 func Guard[T any](log zerolog.Logger, endpoint string, handle func() (T, error)) (res T, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			log.Error().Str("endpoint", endpoint).Interface("panic", p).Str("stack", string(debug.Stack())).Msg("request panicked; answered 500")
+			log.Error().Str("endpoint", endpoint).Str("panic", fmt.Sprint(p)).Str("stack", string(debug.Stack())).Msg("request panicked; answered 500")
 			var zero T
 			res, err = zero, fmt.Errorf("%w: %s failed on this request (the service's log has the details)", ErrPanic, endpoint)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -79,7 +80,8 @@ func OpenPostgres(ctx context.Context, url string) (*PostgresStore, error) {
 		return nil, fmt.Errorf("%w: unreadable PostgreSQL URL", ErrDatabaseURL)
 	}
 	where := fmt.Sprintf("postgres %s@%s:%d/%s", cfg.ConnConfig.User, cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database)
-	if cfg.ConnConfig.ConnectTimeout == 0 { // the URL's connect_timeout wins
+	_, envTimeout := os.LookupEnv("PGCONNECT_TIMEOUT")
+	if !envTimeout && !strings.Contains(url, "connect_timeout") { // the URL's or the environment's wins, 0 too
 		// A server that accepts and never answers would otherwise hold the
 		// start (and every reconnect) with no word.
 		cfg.ConnConfig.ConnectTimeout = postgresConnectTimeout

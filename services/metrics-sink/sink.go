@@ -228,7 +228,7 @@ func (s *Service) consumer(ctx context.Context) (jetstream.Consumer, error) {
 			ErrConsumer, bus.SinkConsumer, bus.SelectionStream, cfg.MaxAckPending, MaxSharedSinks, batchesPerSink, s.cfg.BatchSize, err)
 	}
 	if errors.Is(err, jetstream.ErrStreamNotFound) && !s.cfg.Provision {
-		return nil, fmt.Errorf("%w: %s: stream %s does not exist: run `orchestrator provision`, or let the sink make it (SINK_PROVISION=true): %w",
+		return nil, fmt.Errorf("%w: %s: stream %s does not exist: run `orchestrator provision` (or start the sink with SINK_PROVISION=true): %w",
 			ErrConsumer, bus.SinkConsumer, bus.SelectionStream, err)
 	}
 	if err != nil {
@@ -304,10 +304,15 @@ func (s *Service) Run(ctx context.Context) (err error) {
 	batches := make(chan fetched, 1)
 	recreate := func() {
 		// A NATS server that lost its data (a new node, a wiped volume)
-		// has neither the stream nor the consumer: make both again.
-		if s.cfg.Provision {
+		// has neither the stream nor the consumer: with provisioning on,
+		// make the streams again, but only when the decision stream is
+		// gone (provisioning an existing one would reset settings given
+		// by `orchestrator provision`, such as its max age).
+		if _, err := s.js.Stream(ctx, bus.SelectionStream); s.cfg.Provision && errors.Is(err, jetstream.ErrStreamNotFound) {
 			if err := bus.Provision(ctx, s.js); err != nil && ctx.Err() == nil {
 				s.log.Warn().Err(err).Msg("cannot provision the streams again")
+			} else {
+				s.log.Warn().Str("stream", bus.SelectionStream).Msg("the decision stream was gone (NATS lost its data?); provisioned it again with default settings")
 			}
 		}
 		c, err := s.consumer(ctx)
@@ -349,7 +354,7 @@ func (s *Service) warnOfOtherSQLiteSinks(cons jetstream.Consumer) {
 	}
 	if info := cons.CachedInfo(); info != nil && info.NumWaiting > 0 {
 		s.log.Warn().Int("waiting_pulls", info.NumWaiting).Str("consumer", bus.SinkConsumer).
-			Msg("another sink is reading the decisions: with SQLite each sink's file gets only part of them; run one SQLite sink, or share PostgreSQL among several")
+			Msg("a pull already waits on the consumer: another sink reads the decisions (or one that just stopped); with SQLite each sink's file gets only part of them: run one SQLite sink, or share PostgreSQL among several")
 	}
 }
 
@@ -406,6 +411,11 @@ func (s *Service) fetchBatches(ctx context.Context, cons func() jetstream.Consum
 	for ctx.Err() == nil {
 		pulled := time.Now()
 		msgs, ferr := fetch(cons(), max(1, s.cfg.BatchSize/perMessage), max(s.leastPullBytes(), s.cfg.BatchSize*bytesPerEvent), s.cfg.BatchWait)
+		if ferr == nil && len(msgs) > 0 {
+			// Cleared here, not after handing the batch on: a writer stuck
+			// on the database is not a sink that cannot read.
+			s.fetchFailing.Store(nil)
+		}
 		b := s.decode(msgs)
 		if b.events > 0 {
 			bytesPerEvent = max(1, b.bytes/b.events)
@@ -420,7 +430,7 @@ func (s *Service) fetchBatches(ctx context.Context, cons func() jetstream.Consum
 			ferr = fmt.Errorf("%w: a pull returned nothing at once", ErrConsumer)
 		}
 		if ferr == nil {
-			s.fetchFailing.Store(nil)
+			s.fetchFailing.Store(nil) // an empty pull that waited its time is good too
 			backoff = retryMin
 			continue
 		}

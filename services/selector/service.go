@@ -468,7 +468,7 @@ func (s *Service) recoverRequest(req micro.Request) {
 	if p == nil {
 		return
 	}
-	s.log.Error().Str("endpoint", bus.SelectSubject).Interface("panic", p).Str("stack", string(debug.Stack())).Msg("request panicked; answered 500")
+	s.log.Error().Str("endpoint", bus.SelectSubject).Str("panic", fmt.Sprint(p)).Str("stack", string(debug.Stack())).Msg("request panicked; answered 500")
 	s.fail(req, labels{}, bus.CodeInternal, fmt.Errorf("%w: %s failed on this request (the service's log has the details)", bus.ErrPanic, bus.SelectSubject), nil)
 }
 
