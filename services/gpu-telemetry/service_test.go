@@ -238,12 +238,20 @@ func TestPublishesOneSamplePerDevicePerTick(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := st.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.State.Msgs != gpus*ticks {
-		t.Fatalf("stream holds %d samples, want %d", info.State.Msgs, gpus*ticks)
+	// The agent publishes without waiting for the stream's acks: the stream
+	// may store the last samples a moment after the subscription saw them.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		info, err := st.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := info.State.Msgs; n == gpus*ticks {
+			break
+		} else if n > gpus*ticks || time.Now().After(deadline) {
+			t.Fatalf("stream holds %d samples, want %d", n, gpus*ticks)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	if !src.closed {
 		t.Fatal("source not closed when Run returned")
