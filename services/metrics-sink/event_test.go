@@ -143,3 +143,17 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 	})
 }
+
+// A decoder that panics on an event makes it poison (ErrBadEvent), not a
+// crash that its redelivery would repeat.
+func TestDecodeGuarded(t *testing.T) {
+	_, err := decodeGuarded([]byte(`{}`), func([]byte) (Record, error) { panic("index out of range") })
+	if !errors.Is(err, ErrBadEvent) || !strings.Contains(err.Error(), "index out of range") {
+		t.Fatalf("err = %v, want ErrBadEvent with the panic", err)
+	}
+	ev := makeEvent(1)
+	rec, err := decodeGuarded(mustJSON(t, &ev), DecodeRecord)
+	if err != nil || rec.Event.EventID != ev.EventID {
+		t.Fatalf("decodeGuarded(DecodeRecord) = %s, %v", rec.Event.EventID, err)
+	}
+}

@@ -517,7 +517,7 @@ func (s *Service) decode(msgs []jetstream.Msg) fetched {
 		hi := min(lo+per, len(lines))
 		wg.Go(func() {
 			for i := lo; i < hi; i++ {
-				recs[i], errs[i] = DecodeRecord(lines[i])
+				recs[i], errs[i] = decodeGuarded(lines[i], DecodeRecord)
 			}
 		})
 	}
@@ -551,6 +551,18 @@ func (s *Service) decode(msgs []jetstream.Msg) fetched {
 		b.poisoned[kept[i]] = bad[i]
 	}
 	return b
+}
+
+// decodeGuarded runs decode on one event and turns a panic of the decoder
+// into ErrBadEvent: the event is then poison, terminated, where a crash
+// would come back with its redelivery, again and again.
+func decodeGuarded(data []byte, decode func([]byte) (Record, error)) (rec Record, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			rec, err = Record{}, fmt.Errorf("%w: the decoder failed on it: %v", ErrBadEvent, p)
+		}
+	}()
+	return decode(data)
 }
 
 // write stores one batch, BatchSize events per transaction, and acks each
