@@ -308,11 +308,13 @@ func (s *Service) Run(ctx context.Context) (err error) {
 		// make the streams again, but only when the decision stream is
 		// gone (provisioning an existing one would reset settings given
 		// by `orchestrator provision`, such as its max age).
-		if _, err := s.js.Stream(ctx, bus.SelectionStream); s.cfg.Provision && errors.Is(err, jetstream.ErrStreamNotFound) {
-			if err := bus.Provision(ctx, s.js); err != nil && ctx.Err() == nil {
-				s.log.Warn().Err(err).Msg("cannot provision the streams again")
-			} else {
-				s.log.Warn().Str("stream", bus.SelectionStream).Msg("the decision stream was gone (NATS lost its data?); provisioned it again with default settings")
+		if s.cfg.Provision {
+			if _, err := s.js.Stream(ctx, bus.SelectionStream); errors.Is(err, jetstream.ErrStreamNotFound) {
+				if err := bus.Provision(ctx, s.js); err != nil && ctx.Err() == nil {
+					s.log.Warn().Err(err).Msg("cannot provision the streams again")
+				} else {
+					s.log.Warn().Str("stream", bus.SelectionStream).Msg("the decision stream was gone (NATS lost its data?); provisioned it again with default settings")
+				}
 			}
 		}
 		c, err := s.consumer(ctx)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -811,60 +812,53 @@ func TestWriteSettlesEachMessageOnce(t *testing.T) {
 
 // A NATS server that comes back without its data (a wiped volume) has
 // neither the stream nor the consumer: a pull then has no responders. The
-// sink makes both again and goes on storing.
-func TestSinkRecoversFromALostStream(t *testing.T) {
-	_, nc := natstest.Start(t)
-	js := natstest.JetStream(t, nc)
-	st, _ := sqliteStore(t)
-	cfg := testConfig()
-	cfg.Provision = true
-	r := start(t, cfg, js, st)
-	publish(t, js, makeEvents(0, 3))
-	waitFor(t, "the first rows", func() bool { return count(t, st) == 3 })
-
-	if err := js.DeleteStream(testCtx(t), bus.SelectionStream); err != nil {
-		t.Fatal(err)
+// sink makes both again and goes on storing. Losing the stream alone, with
+// the server up, is the same to the sink.
+func TestSinkRecoversFromLostData(t *testing.T) {
+	tests := []struct {
+		name string
+		lose func(t *testing.T, s *server.Server, js jetstream.JetStream)
+	}{
+		{"the stream deleted", func(t *testing.T, _ *server.Server, js jetstream.JetStream) {
+			if err := js.DeleteStream(testCtx(t), bus.SelectionStream); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"the server restarted without its data", func(t *testing.T, first *server.Server, _ jetstream.JetStream) {
+			port := first.Addr().(*net.TCPAddr).Port
+			first.Shutdown()
+			first.WaitForShutdown()
+			second, err := bus.StartEmbedded(bus.EmbeddedConfig{Host: "127.0.0.1", Port: port, DataDir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				second.Shutdown()
+				second.WaitForShutdown()
+			})
+		}},
 	}
-	waitFor(t, "the sink to make the stream again", func() bool {
-		_, err := js.Stream(testCtx(t), bus.SelectionStream)
-		return err == nil
-	})
-	publish(t, js, makeEvents(3, 2))
-	waitFor(t, "the rows after the loss", func() bool { return count(t, st) == 5 })
-	waitFor(t, "the sink to be ready", func() bool { return r.svc.Check() == nil })
-}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, nc := natstest.Start(t)
+			js := natstest.JetStream(t, nc)
+			st, _ := sqliteStore(t)
+			cfg := testConfig()
+			cfg.Provision = true
+			r := start(t, cfg, js, st)
+			publish(t, js, makeEvents(0, 3))
+			waitFor(t, "the first rows", func() bool { return count(t, st) == 3 })
 
-// The same after a real restart of the server without its data: the
-// connection comes back, and a pull to the consumer that is gone has no
-// responders.
-func TestSinkRecoversFromAServerThatLostItsData(t *testing.T) {
-	first, nc := natstest.Start(t)
-	port := first.Addr().(*net.TCPAddr).Port
-	js := natstest.JetStream(t, nc)
-	st, _ := sqliteStore(t)
-	cfg := testConfig()
-	cfg.Provision = true
-	r := start(t, cfg, js, st)
-	publish(t, js, makeEvents(0, 3))
-	waitFor(t, "the first rows", func() bool { return count(t, st) == 3 })
-
-	first.Shutdown()
-	first.WaitForShutdown()
-	second, err := bus.StartEmbedded(bus.EmbeddedConfig{Host: "127.0.0.1", Port: port, DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
+			tc.lose(t, s, js)
+			waitFor(t, "the sink to make the stream again", func() bool {
+				_, err := js.Stream(testCtx(t), bus.SelectionStream)
+				return err == nil
+			})
+			publish(t, js, makeEvents(3, 2))
+			waitFor(t, "the rows after the loss", func() bool { return count(t, st) == 5 })
+			waitFor(t, "the sink to be ready", func() bool { return r.svc.Check() == nil })
+		})
 	}
-	t.Cleanup(func() {
-		second.Shutdown()
-		second.WaitForShutdown()
-	})
-	waitFor(t, "the sink to make the stream again", func() bool {
-		_, err := js.Stream(testCtx(t), bus.SelectionStream)
-		return err == nil
-	})
-	publish(t, js, makeEvents(3, 2))
-	waitFor(t, "the rows after the restart", func() bool { return count(t, st) == 5 })
-	waitFor(t, "the sink to be ready", func() bool { return r.svc.Check() == nil })
 }
 
 // A sink that cannot read its consumer (here: the stream is gone and the

@@ -202,9 +202,8 @@ func (f *windowFlags) window(cmd *cobra.Command) (eventlog.Window, error) {
 		if w.Until, err = eventlog.ParseTime(f.until, now); err != nil {
 			return w, &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("--until: %w", err)}
 		}
-		if w.Until.Before(w.Since) {
-			return w, &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("%w: %w: --until %s is before --since %s",
-				ErrUsage, eventlog.ErrWindow, w.Until.Format(time.RFC3339), w.Since.Format(time.RFC3339))}
+		if err := w.Check(); err != nil {
+			return w, &usageError{cmd: cmd.CommandPath(), err: fmt.Errorf("%w: %w", ErrUsage, err)}
 		}
 	}
 	if w.Since.After(now) {

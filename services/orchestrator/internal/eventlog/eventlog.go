@@ -49,6 +49,15 @@ type Window struct {
 	Since, Until time.Time
 }
 
+// Check returns an error wrapping ErrWindow when the window ends before it
+// starts.
+func (w Window) Check() error {
+	if !w.Until.IsZero() && w.Until.Before(w.Since) {
+		return fmt.Errorf("%w: --until %s is before --since %s", ErrWindow, w.Until.Format(time.RFC3339), w.Since.Format(time.RFC3339))
+	}
+	return nil
+}
+
 // Record is one stored event.
 type Record struct {
 	Event events.SelectionEvent
@@ -79,8 +88,8 @@ type Progress func(scanned, total uint64)
 // do not decode are counted and skipped.
 func Replay(ctx context.Context, js jetstream.JetStream, w Window, fn func(Record) error, progress Progress) (Stats, error) {
 	var st Stats
-	if !w.Until.IsZero() && w.Until.Before(w.Since) {
-		return st, fmt.Errorf("%w: --until %s is before --since %s", ErrWindow, w.Until.Format(time.RFC3339), w.Since.Format(time.RFC3339))
+	if err := w.Check(); err != nil {
+		return st, err
 	}
 	stream, err := js.Stream(ctx, bus.SelectionStream)
 	if err != nil {
